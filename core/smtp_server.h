@@ -1,0 +1,150 @@
+/*
+ * smtp_server.h: the sans-I/O SMTP server session (RFC 5321, 1870, 2920,
+ * 3030, 6152, 6531, 2034/3463).
+ *
+ * Bytes in, replies and message events out. The session never reads a clock,
+ * a socket or a file: its driver (net/conn.c in the server, a test in
+ * tests/core) feeds it input and serves the callbacks in struct
+ * smtp_server_ops. One session belongs to one thread.
+ *
+ * Input: smtp_session_input() consumes as much of (buf, len) as it can and
+ * returns how many bytes it used. It stops early, leaving the rest for a later
+ * call, when:
+ *   - the rest is an incomplete command line (no LF yet);
+ *   - a message ended and its commit is pending (SMTP_F_WAIT_COMMIT): the
+ *     replies to later pipelined commands must follow the 250;
+ *   - the output has no room for another reply (ops->tx_room() < SMTP_REPLY_MAX);
+ *   - the body store has no room (ops->body_space() gave no room);
+ *   - the session is closing (SMTP_F_CLOSE).
+ * The driver keeps the unconsumed bytes and calls again when the reason is
+ * gone. Body bytes are copied exactly once, from buf into ops->body_space(),
+ * dot-unstuffed and newline-normalised during that copy.
+ *
+ * Slices into buf are never kept past the call.
+ */
+#ifndef RINGMAIL_CORE_SMTP_SERVER_H
+#define RINGMAIL_CORE_SMTP_SERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/config.h"
+#include "core/envelope.h"
+
+#define SMTP_REPLY_MAX 512 /* longest single reply the session writes, EHLO's included */
+
+struct smtp_server_ops {
+    /* Append reply bytes to the output. Called only after tx_room() said
+       there is room for SMTP_REPLY_MAX bytes. */
+    void (*reply)(void *ctx, const char *p, size_t n);
+    size_t (*tx_room)(void *ctx);
+
+    /* A transaction reached DATA or its first BDAT. The driver assigns the
+       queue id (env->id, env->qid) and arrival time (env->arrival) and
+       prepares body storage. Returns 0; -EAGAIN when the queue applies
+       back-pressure (the session answers 451 4.3.1); any other -errno
+       (-ENOSPC, -EIO) when storage failed (452 4.3.1). */
+    int (*msg_begin)(void *ctx, struct envelope *env);
+
+    /* Room for body bytes: a pointer and *room > 0, or NULL and *room = 0
+       when the driver is flushing and the session must pause. */
+    char *(*body_space)(void *ctx, size_t *room);
+    /* n bytes were written at the pointer body_space() returned. */
+    void (*body_commit)(void *ctx, size_t n);
+
+    /* The message is complete and acceptable; env->body_len is final. The
+       driver stores the envelope and the body durably and then calls
+       smtp_session_committed(). The session waits (SMTP_F_WAIT_COMMIT). */
+    void (*msg_end)(void *ctx, struct envelope *env);
+    /* The message is refused or the session ended mid-message: what was
+       stored must never be delivered. */
+    void (*msg_abort)(void *ctx);
+};
+
+enum smtp_state {
+    SMTP_S_PREGREET = 0, /* accepted, 220 not sent yet: input here is early talk */
+    SMTP_S_CONNECTED,    /* 220 sent, no EHLO/HELO yet */
+    SMTP_S_READY,        /* EHLO/HELO done, no transaction */
+    SMTP_S_MAIL,         /* MAIL accepted */
+    SMTP_S_RCPT,         /* at least one RCPT accepted */
+    SMTP_S_DATA,         /* reading DATA body */
+    SMTP_S_BDAT,         /* reading a BDAT chunk */
+    SMTP_S_QUIT,         /* closing */
+};
+
+enum smtp_session_flag {
+    SMTP_F_CLOSE = 1u << 0,       /* flush the output, then close the connection */
+    SMTP_F_WAIT_COMMIT = 1u << 1, /* msg_end() called, smtp_session_committed() not yet */
+    SMTP_F_ESMTP = 1u << 2,       /* the client said EHLO */
+    SMTP_F_SKIP_LINE = 1u << 3,   /* discarding the rest of an over-long command line */
+    SMTP_F_MSG_OPEN = 1u << 4,    /* msg_begin() succeeded, msg_end/abort not yet called */
+    SMTP_F_MSG_BAD = 1u << 5,     /* the message will be refused at its end */
+    SMTP_F_TLS = 1u << 6,         /* the transport is TLS (set by the driver) */
+};
+
+/* Reasons a message in DATA/BDAT is refused at its end (SMTP_F_MSG_BAD). */
+enum smtp_msg_error {
+    SMTP_MSG_OK = 0,
+    SMTP_MSG_TOO_BIG,      /* 552 5.3.4 message_size_limit */
+    SMTP_MSG_LINE_TOO_LONG, /* 552 5.3.4 max_line_length */
+    SMTP_MSG_BARE_NEWLINE, /* 550 5.5.2 bare_newline: reject */
+};
+
+struct smtp_session {
+    const struct ringmail_config *cfg;
+    const struct smtp_server_ops *ops;
+    void *ctx;
+
+    enum smtp_state state;
+    uint32_t flags;     /* SMTP_F_* */
+    unsigned errors;    /* protocol errors so far, against smtpd_hard_error_limit */
+    char client[CONFIG_HOST_MAX]; /* client address text */
+    char helo[256];               /* last EHLO/HELO argument */
+    uint8_t helo_len;
+
+    struct envelope env; /* the transaction in progress */
+
+    /* DATA scanner state (byte-level: survives any split of the input) */
+    uint8_t data_state;
+    bool data_strict_bol; /* the line began after a real CRLF */
+    enum smtp_msg_error msg_error;
+    uint64_t line_len;    /* octets of the current body line so far */
+    uint64_t msg_size;    /* octets of body received (stored or not) */
+    uint64_t bdat_left;   /* octets of the current BDAT chunk still to read */
+    bool bdat_last;       /* the current chunk is BDAT ... LAST */
+    bool bdat_failed;     /* a BDAT of this transaction failed: skip the rest */
+    bool data_cr_pending; /* BDAT: a CR ended the last chunk */
+
+    /* counters for the connection's log line */
+    uint32_t nmsg_accepted, nmsg_refused, nrcpt_refused;
+};
+
+/* Start a session for a client at address text `client`. No output yet. */
+void smtp_session_init(struct smtp_session *s, const struct ringmail_config *cfg,
+                       const struct smtp_server_ops *ops, void *ctx, const char *client);
+/* Release what the session holds (an open message is aborted). */
+void smtp_session_fini(struct smtp_session *s);
+
+/* Send the 220 greeting. Input before this call is early talk: 554 5.5.0 and close. */
+void smtp_session_greet(struct smtp_session *s);
+
+/* Feed input; returns the octets consumed (see the top of this file). */
+size_t smtp_session_input(struct smtp_session *s, const char *buf, size_t len);
+
+/* The pending message's commit finished: 0 gives 250 2.0.0 Ok: queued as ID,
+   a -errno gives 452 4.3.1. The session resumes; call input again. */
+void smtp_session_committed(struct smtp_session *s, int rc);
+
+/* The driver's timeout fired: 421 4.4.2 and close. */
+void smtp_session_timeout(struct smtp_session *s);
+/* Refuse a connection over max_connections: 421 4.3.2 and close. */
+void smtp_session_busy(struct smtp_session *s);
+
+/* Which timeout applies now, in milliseconds (data block or command). */
+uint64_t smtp_session_timeout_ms(const struct smtp_session *s);
+
+/* True when input would be consumed now (no commit pending, not closing). */
+bool smtp_session_wants_input(const struct smtp_session *s);
+
+#endif

@@ -1,0 +1,153 @@
+/*
+ * spool.h: the on-disk format of ringmail's spool, and its recovery.
+ *
+ * The spool is a folder of append-only segment files, "seg-<16 hex>.rms",
+ * one written by each reactor at a time. A segment is a sequence of records,
+ * each 8-byte aligned:
+ *
+ *   struct spool_rec_hdr (32 octets, little-endian) | payload | zero padding to 8
+ *
+ *   SPOOL_REC_SEG   first record of every segment: format version, reactor, creation time
+ *   SPOOL_REC_DATA  a run of body octets of message `id` (a message has 1..n of them,
+ *                   all in the same segment, written before its MSG record)
+ *   SPOOL_REC_MSG   the commit record of message `id`: the envelope and the
+ *                   list of its DATA records (offset, length). A message exists
+ *                   once its MSG record is on disk with a valid checksum and
+ *                   every DATA record it lists is valid.
+ *   SPOOL_REC_DONE  message `id` is finished (delivered or bounced); payload empty.
+ *
+ * The checksum is XXH3-64 over the header (with csum = 0) and the payload.
+ * Writes may complete out of order, so recovery never stops at a bad record:
+ * it logs it and resynchronises at the next 8-byte boundary that holds a
+ * valid record. A torn tail is therefore just bad records at the end.
+ *
+ * Thread affinity: the encode/seal functions are pure and any thread may call
+ * them; recovery does blocking file I/O and runs at start-up or in the
+ * `ringmail queue` tools, never on a reactor.
+ */
+#ifndef RINGMAIL_QUEUE_SPOOL_H
+#define RINGMAIL_QUEUE_SPOOL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/uio.h>
+
+#include "core/envelope.h"
+
+#define SPOOL_MAGIC    0x50534d52u /* "RMSP" little-endian */
+#define SPOOL_VERSION  1
+#define SPOOL_HDR_SIZE 32
+#define SPOOL_ALIGN    8
+#define SPOOL_MAX_REC  (64u << 20) /* no record payload is larger */
+
+enum spool_rec_type {
+    SPOOL_REC_SEG = 1,
+    SPOOL_REC_DATA = 2,
+    SPOOL_REC_MSG = 3,
+    SPOOL_REC_DONE = 4,
+};
+
+struct spool_rec_hdr {
+    uint32_t magic;
+    uint8_t type;    /* enum spool_rec_type */
+    uint8_t version; /* SPOOL_VERSION */
+    uint16_t reserved;
+    uint32_t len;    /* payload octets, padding excluded */
+    uint32_t reserved2;
+    uint64_t id;     /* message id (queue id); segment id for SEG */
+    uint64_t csum;   /* XXH3-64 of header (csum = 0) + payload */
+};
+_Static_assert(sizeof(struct spool_rec_hdr) == SPOOL_HDR_SIZE, "spool header is 32 octets");
+
+struct spool_extent {
+    uint64_t off; /* offset of the DATA record's header in the segment */
+    uint32_t len; /* payload octets of that record */
+};
+
+/* Octets a record with `payload` octets takes on disk (header and padding included). */
+static inline size_t
+spool_rec_size(size_t payload)
+{
+    return SPOOL_HDR_SIZE + ((payload + SPOOL_ALIGN - 1) & ~(size_t)(SPOOL_ALIGN - 1));
+}
+
+/*
+ * Fill the header at hdr for a record whose payload is the iovecs (in order,
+ * padding not included) and compute its checksum. The caller writes the
+ * header, the payload and spool_rec_size(len) - SPOOL_HDR_SIZE - len zero
+ * octets of padding.
+ */
+void spool_rec_seal(struct spool_rec_hdr *hdr, enum spool_rec_type type, uint64_t id,
+                    const struct iovec *payload, int niov);
+
+/* SEG payload, written by spool_seg_header(): what a new segment starts with. */
+struct spool_seg_info {
+    uint64_t seg_id;
+    uint32_t reactor;
+    uint64_t created; /* unix seconds */
+};
+/* Encode a whole SEG record (header, payload, padding) into out (>= 64 octets); returns its size. */
+size_t spool_seg_record(char *out, size_t cap, const struct spool_seg_info *info);
+/* Segment file name for seg_id: "seg-<16 hex>.rms" into out (>= 32 octets). */
+void spool_seg_name(uint64_t seg_id, char *out, size_t cap);
+
+/* MSG payload: the envelope and its extents. */
+size_t spool_msg_payload_size(const struct envelope *env, unsigned nextent);
+/* Encode into out (cap >= spool_msg_payload_size()); returns the octets written. */
+size_t spool_msg_encode(char *out, size_t cap, const struct envelope *env,
+                        const struct spool_extent *ext, unsigned nextent);
+/* Decode a MSG payload; env is initialised and owns its strings, *ext is
+   malloc'd. 0, or -EINVAL for a malformed payload, -ENOMEM. */
+int spool_msg_decode(const char *p, size_t len, struct envelope *env, struct spool_extent **ext,
+                     unsigned *nextent);
+
+/* One message found by recovery. */
+struct spool_msg {
+    struct envelope env;
+    uint64_t seg_id;
+    struct spool_extent *ext;
+    unsigned nextent;
+};
+
+struct spool_index {
+    struct spool_msg *msg; /* pending messages (no DONE record), by id ascending */
+    size_t nmsg, cap;
+    uint64_t max_id;      /* largest message or segment id seen, for unique ids after restart */
+    uint64_t nsegments;
+    uint64_t bad_records; /* records skipped for a bad checksum or header */
+    uint64_t torn_bytes;  /* octets skipped at segment tails */
+    uint64_t incomplete;  /* MSG records whose DATA records were missing or bad */
+    uint64_t done;        /* messages with a DONE record */
+    uint64_t spool_bytes; /* total segment octets */
+};
+
+/* Log callback for recovery findings (torn tail, bad record): one line, no newline. */
+typedef void spool_log_fn(void *arg, const char *line);
+
+/*
+ * Scan every segment in dir and rebuild the index of pending messages.
+ * Missing dir: 0 and an empty index. Returns 0 or -errno (unreadable folder).
+ * Blocking I/O: start-up and tools only.
+ */
+int spool_recover(const char *dir, struct spool_index *idx, spool_log_fn *log, void *arg);
+void spool_index_free(struct spool_index *idx);
+
+/* Read a message's body (the payloads of its DATA records in order) into a
+   malloc'd buffer; 0 or -errno. Blocking: tools and tests. */
+int spool_read_body(const char *dir, const struct spool_msg *m, char **body, size_t *len);
+
+/*
+ * `ringmail queue list`: print the index the way `postqueue -p` does, one
+ * message per entry (ID, size, arrival, sender, then recipients), and a final
+ * line "-- N Kbytes in M Requests." (or "Mail queue is empty").
+ */
+void spool_print_queue(const struct spool_index *idx, FILE *out);
+
+/* Message and segment ids: 32 bits of unix seconds, 8 bits of reactor,
+   24 bits of sequence; strictly increasing per reactor, and above *last
+   (seed it with spool_index.max_id so ids stay unique across restarts). */
+uint64_t spool_next_id(uint64_t *last, unsigned reactor, uint64_t now_sec);
+
+#endif
