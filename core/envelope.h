@@ -34,14 +34,14 @@ struct env_rcpt {
 };
 
 struct envelope {
-    uint64_t id;              /* queue id; text form in qid */
+    uint64_t id; /* queue id; text form in qid */
     char qid[QID_LEN + 1];
-    uint64_t arrival;         /* unix time, seconds */
-    uint64_t body_len;        /* octets stored, Received: header included */
-    uint32_t flags;           /* ENV_F_* */
-    struct env_str client;    /* client address text, "192.0.2.1" or "2001:db8::1" */
-    struct env_str helo;      /* the client's EHLO/HELO argument */
-    struct env_str sender;    /* "" for the null sender <> */
+    uint64_t arrival;      /* unix time, seconds */
+    uint64_t body_len;     /* octets stored, Received: header included */
+    uint32_t flags;        /* ENV_F_* */
+    struct env_str client; /* client address text, "192.0.2.1" or "2001:db8::1" */
+    struct env_str helo;   /* the client's EHLO/HELO argument */
+    struct env_str sender; /* "" for the null sender <> */
     struct env_str mail_params;
     struct env_rcpt *rcpt;
     uint32_t nrcpt, rcpt_cap;

@@ -1,10 +1,348 @@
-#include <stdio.h>
+/*
+ * main.c: ringmail's command line, start-up and signal handling.
+ *
+ *   ringmail [-c FILE] [-o KEY=VALUE]...       run
+ *   ringmail -t [-c FILE] [-o KEY=VALUE]...    check the configuration
+ *   ringmail queue list [-c FILE] [-o ...]     list the spool, as postqueue -p
+ *   ringmail --version
+ *
+ * Thread affinity: the main thread. It loads the configuration, recovers the
+ * spool, binds the listening sockets, starts one reactor per core, then waits
+ * for signals: SIGTERM/SIGINT stop the reactors (each finishes its pending
+ * commits) and exit 0.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <getopt.h>
+#include <liburing.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
+#ifdef RINGMAIL_JEMALLOC
+#include <jemalloc/jemalloc.h>
+#endif
+
+#include "core/compiler.h"
+#include "core/config.h"
+#include "core/log.h"
+#include "net/reactor.h"
 #include "net/tls.h"
+#include "queue/spool.h"
+
+#ifndef RINGMAIL_VERSION
+#define RINGMAIL_VERSION "0.1.0"
+#endif
+
+static uint64_t
+clock_wall_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void
+usage(FILE *out)
+{
+    fprintf(out, "usage: ringmail [-t] [-c FILE] [-o KEY=VALUE]...\n"
+                 "       ringmail queue list [-c FILE] [-o KEY=VALUE]...\n"
+                 "       ringmail --version\n"
+                 "\n"
+                 "  -c FILE        configuration file (YAML); built-in defaults without it\n"
+                 "  -o KEY=VALUE   override one configuration key (repeatable)\n"
+                 "  -t             check the configuration and exit (0 good, 1 bad)\n"
+                 "  -v             with -t: print the effective configuration\n");
+}
+
+static void
+print_version(void)
+{
+    printf("ringmail %s\n", RINGMAIL_VERSION);
+    printf("io_uring: liburing %d.%d\n", IO_URING_VERSION_MAJOR, IO_URING_VERSION_MINOR);
+    printf("tls: %s\n", tls_library_version());
+#ifdef RINGMAIL_JEMALLOC
+    {
+        const char *v = NULL;
+        size_t sz = sizeof(v);
+
+        if (mallctl("version", &v, &sz, NULL, 0) == 0 && v != NULL)
+            printf("allocator: jemalloc %s\n", v);
+        else
+            printf("allocator: jemalloc\n");
+    }
+#else
+    printf("allocator: libc malloc (sanitizer or RINGMAIL_USE_JEMALLOC=OFF build)\n");
+#endif
+}
+
+/* Load defaults, then -c FILE, then the -o overrides in order; 0 or 1 (message printed). */
+static int
+load_config(struct ringmail_config *cfg, const char *file, char **overrides, int noverrides)
+{
+    char err[CONFIG_ERR_MAX];
+
+    config_defaults(cfg);
+    if (file != NULL && config_load_file(cfg, file, err, sizeof(err)) < 0)
+        goto bad;
+    for (int i = 0; i < noverrides; i++) {
+        if (config_set(cfg, overrides[i], err, sizeof(err)) < 0)
+            goto bad;
+    }
+    if (config_finish(cfg, err, sizeof(err)) < 0)
+        goto bad;
+    return 0;
+
+bad:
+    fprintf(stderr, "ringmail: %s\n", err);
+    return 1;
+}
+
+static int
+mkdir_p(const char *path, mode_t mode)
+{
+    char buf[CONFIG_PATH_MAX];
+    size_t n = strlen(path);
+
+    if (n == 0 || n >= sizeof(buf))
+        return -ENAMETOOLONG;
+    memcpy(buf, path, n + 1);
+    for (size_t i = 1; i <= n; i++) {
+        if (buf[i] == '/' || buf[i] == '\0') {
+            char c = buf[i];
+
+            buf[i] = '\0';
+            if (mkdir(buf, mode) == -1 && errno != EEXIST)
+                return -errno;
+            buf[i] = c;
+        }
+    }
+    return 0;
+}
+
+static void
+recovery_log(void *arg, const char *line)
+{
+    (void)arg;
+    log_msg(LOG_WARN, "event=recovery %s", line);
+}
+
+static int
+cmd_queue(int argc, char **argv, const char *file, char **ov, int nov)
+{
+    struct ringmail_config cfg;
+    struct spool_index idx = { 0 };
+    int rc;
+
+    if (argc < 1 || strcmp(argv[0], "list") != 0) {
+        fprintf(stderr, "ringmail: queue: unknown command (try: ringmail queue list)\n");
+        return 2;
+    }
+    if (load_config(&cfg, file, ov, nov) != 0)
+        return 1;
+    rc = spool_recover(cfg.spool_dir, &idx, recovery_log, NULL);
+    if (rc < 0) {
+        fprintf(stderr, "ringmail: spool %s: %s\n", cfg.spool_dir, strerror(-rc));
+        return 1;
+    }
+    spool_print_queue(&idx, stdout);
+    spool_index_free(&idx);
+    return 0;
+}
+
+static void
+raise_nofile(unsigned want)
+{
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) == -1)
+        return;
+    if (rl.rlim_cur < want + 64) {
+        rl.rlim_cur = MIN(rl.rlim_max, (rlim_t)want + 64);
+        (void)setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+static int
+run(const struct ringmail_config *cfg)
+{
+    struct spool_index idx = { 0 };
+    struct reactor *reactors;
+    unsigned n = cfg->reactors;
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    char err[CONFIG_ERR_MAX];
+    sigset_t sigs;
+    int rc, sig;
+
+    if (n == 0)
+        n = ncpu > 0 ? (unsigned)ncpu : 1;
+    rc = mkdir_p(cfg->spool_dir, 0700);
+    if (rc < 0) {
+        log_msg(LOG_ERR, "event=fatal what=spool_dir dir=%s error=\"%s\"", cfg->spool_dir,
+                strerror(-rc));
+        return 1;
+    }
+    rc = spool_recover(cfg->spool_dir, &idx, recovery_log, NULL);
+    if (rc < 0) {
+        log_msg(LOG_ERR, "event=fatal what=recovery dir=%s error=\"%s\"", cfg->spool_dir,
+                strerror(-rc));
+        return 1;
+    }
+    log_msg(LOG_INFO,
+            "event=recovered dir=%s segments=%" PRIu64 " messages=%zu bad_records=%" PRIu64
+            " torn_bytes=%" PRIu64 " incomplete=%" PRIu64,
+            cfg->spool_dir, idx.nsegments, idx.nmsg, idx.bad_records, idx.torn_bytes,
+            idx.incomplete);
+    if (cfg->durability == DURABILITY_NONE)
+        log_msg(LOG_WARN, "event=config durability=none note=\"messages are acknowledged before "
+                          "they reach stable storage; a crash can lose them\"");
+    raise_nofile(cfg->max_connections + 16u * n);
+
+    /* every thread inherits this mask: signals are taken by sigwait() below only */
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGHUP);
+    sigaddset(&sigs, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+
+    reactors = calloc(n, sizeof(*reactors));
+    if (reactors == NULL)
+        return 1;
+    for (unsigned i = 0; i < n; i++) {
+        reactors[i].index = i;
+        reactors[i].last_id = idx.max_id;
+        reactors[i].wake_fd = -1;
+        rc = reactor_listen(&reactors[i], cfg, err, sizeof(err));
+        if (rc < 0) {
+            log_msg(LOG_ERR, "event=fatal what=listen %s", err);
+            return 1;
+        }
+    }
+    spool_index_free(&idx);
+    for (unsigned i = 0; i < n; i++) {
+        rc = reactor_start(&reactors[i], ncpu > 0 ? (int)(i % (unsigned)ncpu) : -1);
+        if (rc < 0) {
+            log_msg(LOG_ERR, "event=fatal what=reactor reactor=%u error=\"%s\"", i, strerror(-rc));
+            for (unsigned j = 0; j < i; j++) {
+                reactor_stop(&reactors[j]);
+                reactor_join(&reactors[j]);
+            }
+            return 1;
+        }
+    }
+    for (unsigned i = 0; i < cfg->nlisten; i++)
+        log_msg(LOG_INFO, "event=listening addr=%s%s%s:%u reactors=%u",
+                cfg->listen[i].v6 ? "[" : "", cfg->listen[i].host, cfg->listen[i].v6 ? "]" : "",
+                cfg->listen[i].port, n);
+    log_msg(LOG_INFO, "event=started version=%s myhostname=%s spool_dir=%s durability=%s",
+            RINGMAIL_VERSION, cfg->myhostname, cfg->spool_dir,
+            cfg->durability == DURABILITY_FSYNC ? "fsync" : "none");
+
+    for (;;) {
+        if (sigwait(&sigs, &sig) != 0)
+            continue;
+        if (sig == SIGTERM || sig == SIGINT)
+            break;
+        if (sig == SIGHUP)
+            log_msg(LOG_INFO, "event=sighup note=\"configuration reload is not supported yet; "
+                              "restart to apply changes\"");
+    }
+    log_msg(LOG_INFO, "event=stopping signal=%s", sig == SIGTERM ? "TERM" : "INT");
+    for (unsigned i = 0; i < n; i++)
+        reactor_stop(&reactors[i]);
+    for (unsigned i = 0; i < n; i++)
+        reactor_join(&reactors[i]);
+    {
+        uint64_t acc = 0, conns = 0;
+
+        for (unsigned i = 0; i < n; i++) {
+            acc += atomic_load(&reactors[i].stats.msgs_accepted);
+            conns += atomic_load(&reactors[i].stats.accepted);
+        }
+        log_msg(LOG_INFO, "event=stopped connections=%" PRIu64 " messages=%" PRIu64, conns, acc);
+    }
+    free(reactors);
+    return 0;
+}
 
 int
-main(void)
+main(int argc, char **argv)
 {
-    printf("%s\n", tls_library_version());
-    return 0;
+    static const struct option longopts[] = {
+        { "version", no_argument, NULL, 'V' },
+        { "help", no_argument, NULL, 'h' },
+        { NULL, 0, NULL, 0 },
+    };
+    struct ringmail_config cfg;
+    const char *file = NULL;
+    char **ov;
+    int nov = 0, opt;
+    bool check = false, verbose = false;
+
+    log_set_clock(clock_wall_ms);
+    ov = calloc((size_t)argc + 1, sizeof(*ov));
+    if (ov == NULL)
+        return 1;
+    /* "+": stop at the first non-option so `ringmail queue list -c F` works */
+    while ((opt = getopt_long(argc, argv, "+c:o:tvh", longopts, NULL)) != -1) {
+        switch (opt) {
+        case 'c':
+            file = optarg;
+            break;
+        case 'o':
+            ov[nov++] = optarg;
+            break;
+        case 't':
+            check = true;
+            break;
+        case 'v':
+            verbose = true;
+            break;
+        case 'V':
+            print_version();
+            return 0;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind < argc && strcmp(argv[optind], "queue") == 0) {
+        int qargc = argc - optind - 1;
+        char **qargv = argv + optind + 1;
+
+        /* options may also follow the subcommand: ringmail queue list -c FILE */
+        if (qargc >= 1) {
+            optind = 1;
+            while ((opt = getopt(qargc, qargv, "+c:o:")) != -1) {
+                if (opt == 'c')
+                    file = optarg;
+                else if (opt == 'o')
+                    ov[nov++] = optarg;
+                else
+                    return 2;
+            }
+        }
+        return cmd_queue(qargc, qargv, file, ov, nov);
+    }
+    if (optind < argc) {
+        fprintf(stderr, "ringmail: unexpected argument '%s'\n", argv[optind]);
+        usage(stderr);
+        return 2;
+    }
+    if (load_config(&cfg, file, ov, nov) != 0)
+        return 1;
+    if (check) {
+        if (verbose)
+            config_dump(&cfg, stdout);
+        printf("ringmail: configuration %s is valid\n", file ? file : "(built-in defaults)");
+        return 0;
+    }
+    return run(&cfg);
 }

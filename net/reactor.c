@@ -1,0 +1,615 @@
+/*
+ * reactor.c: the per-core io_uring event loop.
+ *
+ * Thread affinity: everything here runs on the reactor's own thread, except
+ * reactor_listen() (main thread, before the thread starts) and
+ * reactor_stop()/reactor_join() (main thread).
+ *
+ * One loop turn: submit what the last turn queued and wait for at least one
+ * completion (io_uring_submit_and_wait_timeout), handle every completion in
+ * the CQ, then do the end-of-turn work: feed connections whose input was
+ * waiting, queue one send per connection with output (a pipelined batch gets
+ * one send), start a group commit for every message written this turn, and
+ * write this turn's log lines. No blocking syscall happens inside the loop.
+ */
+#define _GNU_SOURCE
+#include "net/reactor.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sched.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/compiler.h"
+#include "core/log.h"
+
+struct reactor_shared reactor_shared;
+
+#define RING_ENTRIES 4096u
+#define CQ_ENTRIES   32768u
+#define TICK_MS      100u
+
+static uint64_t
+mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static uint64_t
+wall_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME_COARSE, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* True when a connection's 220 is due now: the next turn must not sleep. */
+static bool
+greet_due(const struct reactor *r)
+{
+    for (const struct conn *c = r->greet; c != NULL; c = c->next_greet) {
+        if (r->now_ms >= c->greet_at_ms)
+            return true;
+    }
+    return false;
+}
+
+/* ---- buffer pools ---- */
+
+int
+buf_pool_init(struct buf_pool *p, size_t size, unsigned keep)
+{
+    p->items = calloc(keep, sizeof(*p->items));
+    if (p->items == NULL)
+        return -ENOMEM;
+    p->n = 0;
+    p->keep = keep;
+    p->size = size;
+    return 0;
+}
+
+void
+buf_pool_fini(struct buf_pool *p)
+{
+    for (unsigned i = 0; i < p->n; i++)
+        free(p->items[i]);
+    free(p->items);
+    p->items = NULL;
+    p->n = 0;
+}
+
+char *
+buf_pool_get(struct buf_pool *p)
+{
+    if (p->n > 0)
+        return p->items[--p->n];
+    return malloc(p->size);
+}
+
+void
+buf_pool_put(struct buf_pool *p, char *buf)
+{
+    if (buf == NULL)
+        return;
+    if (p->n < p->keep)
+        p->items[p->n++] = buf;
+    else
+        free(buf);
+}
+
+/* ---- submission ---- */
+
+struct io_uring_sqe *
+reactor_sqe(struct reactor *r)
+{
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&r->ring);
+
+    if (sqe == NULL) {
+        /* SQ full: push what we have to the kernel and take a fresh slot */
+        io_uring_submit(&r->ring);
+        sqe = io_uring_get_sqe(&r->ring);
+        BUG_ON(sqe == NULL);
+    }
+    return sqe;
+}
+
+static void
+arm_accept(struct reactor *r, unsigned li)
+{
+    struct io_uring_sqe *sqe = reactor_sqe(r);
+
+    io_uring_prep_multishot_accept(sqe, r->listen_fd[li], NULL, NULL, SOCK_CLOEXEC);
+    io_uring_sqe_set_data64(sqe, ud_make(0, li, OP_ACCEPT));
+}
+
+static void
+arm_wake(struct reactor *r)
+{
+    struct io_uring_sqe *sqe = reactor_sqe(r);
+
+    io_uring_prep_read(sqe, r->wake_fd, &r->wake_buf, sizeof(r->wake_buf), 0);
+    io_uring_sqe_set_data64(sqe, ud_make(0, 0, OP_WAKE));
+}
+
+/* ---- logging from the reactor: lines gather in a buffer written once a turn ---- */
+
+static void
+reactor_log_sink(void *arg, const char *line, size_t len)
+{
+    struct reactor *r = arg;
+    int a = r->log_active;
+
+    if (r->log_len[a] + len > LOG_BUF_SIZE) {
+        STAT_INC(r, log_dropped, 1);
+        return;
+    }
+    memcpy(r->log_buf[a] + r->log_len[a], line, len);
+    r->log_len[a] += (uint32_t)len;
+}
+
+static void
+log_flush(struct reactor *r)
+{
+    int a = r->log_active;
+    struct io_uring_sqe *sqe;
+
+    if (r->log_writing || r->log_len[a] == 0)
+        return;
+    sqe = reactor_sqe(r);
+    /* offset -1: the current file position, right for pipes, ttys and O_APPEND files */
+    io_uring_prep_write(sqe, 2, r->log_buf[a], r->log_len[a], (uint64_t)-1);
+    io_uring_sqe_set_data64(sqe, ud_make(0, 0, OP_LOG));
+    r->log_writing = true;
+    r->log_active = !a;
+}
+
+static void
+log_done(struct reactor *r)
+{
+    r->log_writing = false;
+    r->log_len[!r->log_active] = 0;
+}
+
+/* ---- set-up ---- */
+
+static int
+sockaddr_from(const struct config_hostport *hp, struct sockaddr_storage *ss, socklen_t *len)
+{
+    struct sockaddr_in *sin = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
+
+    memset(ss, 0, sizeof(*ss));
+    if (inet_pton(AF_INET, hp->host, &sin->sin_addr) == 1) {
+        sin->sin_family = AF_INET;
+        sin->sin_port = htons(hp->port);
+        *len = sizeof(*sin);
+        return 0;
+    }
+    if (inet_pton(AF_INET6, hp->host, &sin6->sin6_addr) == 1) {
+        sin6->sin6_family = AF_INET6;
+        sin6->sin6_port = htons(hp->port);
+        *len = sizeof(*sin6);
+        return 0;
+    }
+    if (strcmp(hp->host, "localhost") == 0) {
+        sin->sin_family = AF_INET;
+        sin->sin_port = htons(hp->port);
+        sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        *len = sizeof(*sin);
+        return 0;
+    }
+    if (hp->host[0] == '\0' || strcmp(hp->host, "*") == 0) {
+        sin6->sin6_family = AF_INET6;
+        sin6->sin6_port = htons(hp->port);
+        sin6->sin6_addr = in6addr_any;
+        *len = sizeof(*sin6);
+        return 0;
+    }
+    return -EINVAL;
+}
+
+int
+reactor_listen(struct reactor *r, const struct ringmail_config *cfg, char *err, size_t errlen)
+{
+    int one = 1;
+
+    r->cfg = cfg;
+    r->nlisten = cfg->nlisten;
+    r->listen_fd = calloc(cfg->nlisten, sizeof(int));
+    if (r->listen_fd == NULL)
+        return -ENOMEM;
+    for (unsigned i = 0; i < cfg->nlisten; i++)
+        r->listen_fd[i] = -1;
+    for (unsigned i = 0; i < cfg->nlisten; i++) {
+        const struct config_hostport *hp = &cfg->listen[i];
+        struct sockaddr_storage ss;
+        socklen_t sl;
+        int fd, rc;
+
+        if (sockaddr_from(hp, &ss, &sl) < 0) {
+            snprintf(err, errlen, "listen %s:%u: not an IP address (names are not resolved)",
+                     hp->host, hp->port);
+            return -EINVAL;
+        }
+        fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd == -1)
+            goto fail;
+        r->listen_fd[i] = fd;
+        if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == -1 ||
+            setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) == -1)
+            goto fail;
+        /* accepted sockets inherit TCP_NODELAY: a reply batch is one send anyway */
+        (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        if (ss.ss_family == AF_INET6)
+            (void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+        rc = bind(fd, (struct sockaddr *)&ss, sl);
+        if (rc == -1)
+            goto fail;
+        if (listen(fd, 4096) == -1)
+            goto fail;
+        continue;
+    fail:
+        rc = -errno;
+        snprintf(err, errlen, "listen %s%s%s:%u: %s", hp->v6 ? "[" : "", hp->host,
+                 hp->v6 ? "]" : "", hp->port, strerror(errno));
+        return rc;
+    }
+    return 0;
+}
+
+static int
+reactor_init(struct reactor *r)
+{
+    struct io_uring_params p = {
+        .flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_CQSIZE |
+                 IORING_SETUP_SUBMIT_ALL,
+        .cq_entries = CQ_ENTRIES,
+    };
+    const struct ringmail_config *cfg = r->cfg;
+    size_t br_size = RX_BUF_COUNT * sizeof(struct io_uring_buf);
+    struct io_uring_buf_reg reg = { 0 };
+    int rc;
+
+    rc = io_uring_queue_init_params(RING_ENTRIES, &r->ring, &p);
+    if (rc < 0) {
+        log_msg(LOG_ERR, "event=fatal reactor=%u what=io_uring_setup error=\"%s\"", r->index,
+                strerror(-rc));
+        return rc;
+    }
+    /* provided-buffer ring: shared by every connection of this reactor */
+    r->br = mmap(NULL, br_size, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+    if (r->br == MAP_FAILED) {
+        rc = -errno;
+        goto fail_ring;
+    }
+    reg.ring_addr = (uint64_t)(uintptr_t)r->br;
+    reg.ring_entries = RX_BUF_COUNT;
+    reg.bgid = 0;
+    rc = io_uring_register_buf_ring(&r->ring, &reg, 0);
+    if (rc < 0)
+        goto fail_br;
+    r->rx_bufs = malloc((size_t)RX_BUF_COUNT * RX_BUF_SIZE);
+    if (r->rx_bufs == NULL) {
+        rc = -ENOMEM;
+        goto fail_br;
+    }
+    io_uring_buf_ring_init(r->br);
+    r->rx_mask = (unsigned)io_uring_buf_ring_mask(RX_BUF_COUNT);
+    for (unsigned i = 0; i < RX_BUF_COUNT; i++)
+        io_uring_buf_ring_add(r->br, r->rx_bufs + (size_t)i * RX_BUF_SIZE, RX_BUF_SIZE,
+                              (unsigned short)i, (int)r->rx_mask, (int)i);
+    io_uring_buf_ring_advance(r->br, RX_BUF_COUNT);
+
+    /* connection slots: calloc'd, so slots never used cost no resident memory */
+    r->nconns = cfg->max_connections + 64; /* room to answer 421 beyond the limit */
+    r->conns = calloc(r->nconns, sizeof(*r->conns));
+    r->free_next = malloc(r->nconns * sizeof(uint32_t));
+    if (r->conns == NULL || r->free_next == NULL) {
+        rc = -ENOMEM;
+        goto fail_bufs;
+    }
+    for (uint32_t i = 0; i < r->nconns; i++)
+        r->free_next[i] = i + 1;
+    r->free_head = 0;
+
+    if (buf_pool_init(&r->tx_pool, TX_BUF_SIZE, 1024) < 0 ||
+        buf_pool_init(&r->carry_pool, cfg->command_line_limit + CARRY_EXTRA, 64) < 0 ||
+        buf_pool_init(&r->chunk_pool, BODY_CHUNK, 256) < 0) {
+        rc = -ENOMEM;
+        goto fail_bufs;
+    }
+    r->log_buf[0] = malloc(LOG_BUF_SIZE);
+    r->log_buf[1] = malloc(LOG_BUF_SIZE);
+    if (r->log_buf[0] == NULL || r->log_buf[1] == NULL) {
+        rc = -ENOMEM;
+        goto fail_bufs;
+    }
+    r->wake_fd = eventfd(0, EFD_CLOEXEC);
+    if (r->wake_fd == -1) {
+        rc = -errno;
+        goto fail_bufs;
+    }
+    return 0;
+
+fail_bufs:
+    free(r->rx_bufs);
+fail_br:
+    munmap(r->br, br_size);
+fail_ring:
+    io_uring_queue_exit(&r->ring);
+    return rc;
+}
+
+/* ---- the loop ---- */
+
+static void
+handle_cqe(struct reactor *r, struct io_uring_cqe *cqe)
+{
+    uint64_t ud = io_uring_cqe_get_data64(cqe);
+    enum op op = (enum op)(ud & 0xff);
+    uint32_t index = (uint32_t)(ud >> 8) & 0xffffff;
+    uint32_t gen = (uint32_t)(ud >> 32);
+    struct conn *c;
+
+    switch (op) {
+    case OP_ACCEPT:
+        if (cqe->res >= 0) {
+            if (r->stopping)
+                close(cqe->res);
+            else
+                conn_accepted(r, cqe->res);
+        } else if (cqe->res != -ECANCELED && !r->stopping) {
+            log_msg(LOG_WARN, "event=accept_error reactor=%u error=\"%s\"", r->index,
+                    strerror(-cqe->res));
+        }
+        if (!(cqe->flags & IORING_CQE_F_MORE) && !r->stopping)
+            arm_accept(r, index);
+        return;
+    case OP_RECV:
+    case OP_SEND:
+    case OP_CANCEL:
+    case OP_CLOSE:
+        c = &r->conns[index];
+        if (c->gen != gen || !(c->flags & CONN_F_USED)) {
+            /* stale: only give back a provided buffer it may carry */
+            if (cqe->flags & IORING_CQE_F_BUFFER) {
+                unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
+
+                io_uring_buf_ring_add(r->br, r->rx_bufs + (size_t)bid * RX_BUF_SIZE, RX_BUF_SIZE,
+                                      (unsigned short)bid, (int)r->rx_mask, 0);
+                io_uring_buf_ring_advance(r->br, 1);
+            }
+            return;
+        }
+        if (op == OP_RECV) {
+            conn_on_recv(r, c, cqe);
+        } else if (op == OP_SEND) {
+            c->inflight--;
+            conn_on_send(r, c, cqe->res);
+        } else if (op == OP_CANCEL) {
+            c->inflight--;
+        } else {
+            c->inflight--;
+            conn_on_close(r, c);
+        }
+        if ((c->flags & CONN_F_CLOSED) && c->inflight == 0)
+            conn_put(r, c);
+        return;
+    case OP_WRITE:
+        spool_io_on_write(r, index, gen, cqe->res);
+        return;
+    case OP_SYNC:
+        spool_io_on_sync(r, cqe->res);
+        return;
+    case OP_SEGOPEN:
+        spool_io_on_segopen(r, cqe->res);
+        return;
+    case OP_SEGCLOSE:
+        r->spool_inflight--;
+        return;
+    case OP_WAKE:
+        if (!atomic_load_explicit(&r->stop, memory_order_acquire))
+            arm_wake(r);
+        return;
+    case OP_LOG:
+        log_done(r);
+        return;
+    case OP_NONE:
+        break;
+    }
+    BUG_ON(1);
+}
+
+static void
+begin_stop(struct reactor *r)
+{
+    r->stopping = true;
+    for (unsigned i = 0; i < r->nlisten; i++) {
+        struct io_uring_sqe *sqe = reactor_sqe(r);
+
+        io_uring_prep_cancel64(sqe, ud_make(0, i, OP_ACCEPT), 0);
+        io_uring_sqe_set_data64(sqe, ud_make(0, 0, OP_NONE));
+        io_uring_sqe_set_flags(sqe, IOSQE_CQE_SKIP_SUCCESS);
+        close(r->listen_fd[i]);
+        r->listen_fd[i] = -1;
+    }
+    for (uint32_t i = 0; i < r->nconns; i++) {
+        if (r->conns[i].flags & CONN_F_USED)
+            conn_shutdown(r, &r->conns[i]);
+    }
+}
+
+static void
+end_of_turn(struct reactor *r)
+{
+    struct conn *c;
+
+    if (r->greet_pending > 0)
+        conn_greet_check(r);
+    /* connections with input to resume or output to send */
+    while ((c = r->dirty) != NULL) {
+        r->dirty = c->next_dirty;
+        c->next_dirty = NULL;
+        c->flags &= ~CONN_F_DIRTY;
+        conn_flush(r, c);
+        if ((c->flags & CONN_F_CLOSED) && c->inflight == 0)
+            conn_put(r, c);
+    }
+    spool_io_end_of_turn(r);
+    log_flush(r);
+}
+
+static void
+tick(struct reactor *r)
+{
+    for (uint32_t i = 0; i < r->nconns && r->conns_used > 0; i++) {
+        struct conn *c = &r->conns[i];
+
+        if (c->flags & CONN_F_USED)
+            conn_tick(r, c);
+    }
+}
+
+static void *
+reactor_main(void *arg)
+{
+    struct reactor *r = arg;
+    uint64_t stop_deadline = 0;
+    int rc;
+
+    log_set_thread_sink(reactor_log_sink, r);
+    for (unsigned i = 0; i < r->nlisten; i++)
+        arm_accept(r, i);
+    arm_wake(r);
+    r->now_ms = mono_ms();
+    r->wall_ms = wall_ms();
+    r->next_tick_ms = r->now_ms + TICK_MS;
+
+    for (;;) {
+        struct __kernel_timespec ts = { .tv_sec = 0, .tv_nsec = TICK_MS * 1000000ll };
+        struct io_uring_cqe *cqe;
+        unsigned head, n = 0;
+
+        if (greet_due(r))
+            rc = io_uring_submit_and_get_events(&r->ring); /* a 220 is owed: do not sleep */
+        else
+            rc = io_uring_submit_and_wait_timeout(&r->ring, &cqe, 1, &ts, NULL);
+        if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EBUSY) {
+            log_msg(LOG_ERR, "event=fatal reactor=%u what=io_uring_enter error=\"%s\"", r->index,
+                    strerror(-rc));
+            break;
+        }
+        r->now_ms = mono_ms();
+        r->wall_ms = wall_ms();
+        io_uring_for_each_cqe(&r->ring, head, cqe)
+        {
+            handle_cqe(r, cqe);
+            n++;
+        }
+        io_uring_cq_advance(&r->ring, n);
+        STAT_INC(r, cqes, n);
+        STAT_INC(r, loops, 1);
+
+        if (!r->stopping && atomic_load_explicit(&r->stop, memory_order_acquire)) {
+            begin_stop(r);
+            stop_deadline = r->now_ms + 5000;
+        }
+        if (r->now_ms >= r->next_tick_ms) {
+            r->next_tick_ms = r->now_ms + TICK_MS;
+            tick(r);
+        }
+        end_of_turn(r);
+        if (r->stopping && r->conns_used == 0 && spool_io_idle(r) && !r->log_writing &&
+            r->log_len[r->log_active] == 0)
+            break;
+        if (r->stopping && r->now_ms > stop_deadline) {
+            log_msg(LOG_WARN, "event=stop_timeout reactor=%u connections=%u", r->index,
+                    r->conns_used);
+            break;
+        }
+    }
+    spool_io_fini(r);
+    log_set_thread_sink(NULL, NULL);
+    /* what the ring still holds in its buffer goes out synchronously: the loop is over */
+    for (int i = 0; i < 2; i++) {
+        if (r->log_len[i] > 0 && write(2, r->log_buf[i], r->log_len[i]) == -1)
+            break;
+    }
+    return NULL;
+}
+
+static void *
+reactor_thread(void *arg)
+{
+    struct reactor *r = arg;
+
+    int rc;
+
+    /* the ring is created here: SINGLE_ISSUER binds it to its creating thread */
+    rc = reactor_init(r);
+    if (rc == 0)
+        rc = spool_io_init(r, r->last_id);
+    /* release: pairs with the acquire in reactor_start() */
+    atomic_store_explicit(&r->started, rc < 0 ? rc : 1, memory_order_release);
+    if (rc < 0)
+        return NULL;
+    return reactor_main(r);
+}
+
+int
+reactor_start(struct reactor *r, int cpu)
+{
+    pthread_attr_t attr;
+    int rc;
+
+    pthread_attr_init(&attr);
+    if (cpu >= 0) {
+        cpu_set_t set;
+
+        CPU_ZERO(&set);
+        CPU_SET(cpu, &set);
+        (void)pthread_attr_setaffinity_np(&attr, sizeof(set), &set);
+    }
+    rc = pthread_create(&r->thread, &attr, reactor_thread, r);
+    pthread_attr_destroy(&attr);
+    if (rc != 0)
+        return -rc;
+    /* start-up only: the main thread waits for the reactor to report */
+    while ((rc = atomic_load_explicit(&r->started, memory_order_acquire)) == 0) {
+        struct timespec ts = { 0, 1000000 };
+
+        nanosleep(&ts, NULL);
+    }
+    if (rc < 0) {
+        pthread_join(r->thread, NULL);
+        return rc;
+    }
+    return 0;
+}
+
+void
+reactor_stop(struct reactor *r)
+{
+    uint64_t one = 1;
+
+    /* release: pairs with the acquire loads in reactor_main() */
+    atomic_store_explicit(&r->stop, true, memory_order_release);
+    if (r->wake_fd > 0 && write(r->wake_fd, &one, sizeof(one)) == -1)
+        return;
+}
+
+void
+reactor_join(struct reactor *r)
+{
+    pthread_join(r->thread, NULL);
+}

@@ -1,0 +1,619 @@
+/*
+ * spool_io.c: a reactor's spool writes and group commit, through its io_uring.
+ *
+ * Thread affinity: the owning reactor's thread; spool_io_init() runs on that
+ * thread before the loop starts (its blocking open/fsync are start-up work).
+ *
+ * A message's body is copied once, from the receive buffer into a 64 KiB
+ * chunk whose first 32 octets are left free for the DATA record header; a
+ * full chunk is sealed and written at once, so memory per message is bounded
+ * (at most BODY_INFLIGHT chunks in flight, then the session pauses). At the
+ * end of the message its last DATA record and its MSG (commit) record go out
+ * in one writev at consecutive offsets. Offsets are reserved at submission,
+ * so writes may complete in any order; recovery copes with the holes a crash
+ * leaves (queue/spool.h).
+ *
+ * Group commit: a message whose writes have all completed waits on the
+ * `ready` list. At the end of a loop turn, when no fdatasync is in flight,
+ * one fdatasync per dirty segment (and an fsync of the spool folder after a
+ * segment was created) covers every ready message; when they complete, each
+ * of those messages gets its 250. This is ringmail's durability point.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/compiler.h"
+#include "core/log.h"
+#include "net/reactor.h"
+
+#define SPOOL_WRITE_SLOTS 8192u
+
+/* ---- segments ---- */
+
+static void
+seg_unref(struct reactor *r, struct segment *s)
+{
+    BUG_ON(s->refs == 0);
+    if (--s->refs > 0 || s->current)
+        return;
+    /* unlink from the open list and close it through the ring */
+    for (struct segment **pp = &r->segs; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == s) {
+            *pp = s->next;
+            break;
+        }
+    }
+    /* no message of it waits for a sync: each holds a reference until its 250 */
+    struct io_uring_sqe *sqe = reactor_sqe(r);
+
+    io_uring_prep_close(sqe, s->fd);
+    io_uring_sqe_set_data64(sqe, ud_make(0, 0, OP_SEGCLOSE));
+    r->spool_inflight++;
+    free(s);
+}
+
+static struct segment *
+seg_new(struct reactor *r, int fd, uint64_t id)
+{
+    struct segment *s = calloc(1, sizeof(*s));
+
+    if (s == NULL)
+        return NULL;
+    s->fd = fd;
+    s->id = id;
+    s->refs = 1; /* the reactor's, while current */
+    s->current = true;
+    s->next = r->segs;
+    r->segs = s;
+    return s;
+}
+
+static int
+write_slot_get(struct reactor *r, uint32_t *idx)
+{
+    if (r->writes_used >= r->nwrites)
+        return -EAGAIN;
+    for (uint32_t i = 0; i < r->nwrites; i++) {
+        uint32_t k = (r->writes_used + i) % r->nwrites;
+
+        if (!r->writes[k].used) {
+            r->writes[k].used = true;
+            r->writes[k].gen++;
+            r->writes_used++;
+            *idx = k;
+            return 0;
+        }
+    }
+    return -EAGAIN;
+}
+
+/* Submit a write of iov[0..n) at seg's next offset; the slot keeps the buffers alive. */
+static int
+submit_write(struct reactor *r, struct segment *seg, struct msg_io *m, char *chunk, char *extra,
+             const struct iovec *iov, int n)
+{
+    struct spool_write *w;
+    struct io_uring_sqe *sqe;
+    uint32_t idx;
+    size_t len = 0;
+
+    if (write_slot_get(r, &idx) < 0)
+        return -EAGAIN;
+    w = &r->writes[idx];
+    w->msg = m;
+    w->seg = seg;
+    w->chunk = chunk;
+    w->extra = extra;
+    for (int i = 0; i < n; i++) {
+        w->iov[i] = iov[i];
+        len += iov[i].iov_len;
+    }
+    w->expect = len;
+    seg->refs++;
+    sqe = reactor_sqe(r);
+    io_uring_prep_writev(sqe, seg->fd, w->iov, (unsigned)n, seg->end);
+    io_uring_sqe_set_data64(sqe, ud_make(w->gen, idx, OP_WRITE));
+    seg->end += len;
+    r->spool_inflight++;
+    if (m != NULL)
+        m->writes++;
+    return 0;
+}
+
+static int
+seg_open_sync(struct reactor *r)
+{
+    char name[64], rec[128];
+    uint64_t id = spool_next_id(&r->last_id, r->index, r->wall_ms / 1000);
+    struct spool_seg_info info = { .seg_id = id,
+                                   .reactor = r->index,
+                                   .created = r->wall_ms / 1000 };
+    size_t n;
+    int fd;
+
+    spool_seg_name(id, name, sizeof(name));
+    fd = openat(r->spool_dir_fd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd == -1)
+        return -errno;
+    n = spool_seg_record(rec, sizeof(rec), &info);
+    if (pwrite(fd, rec, n, 0) != (ssize_t)n || fdatasync(fd) == -1 ||
+        fsync(r->spool_dir_fd) == -1) {
+        int rc = -errno;
+
+        close(fd);
+        return rc ? rc : -EIO;
+    }
+    r->seg = seg_new(r, fd, id);
+    if (r->seg == NULL) {
+        close(fd);
+        return -ENOMEM;
+    }
+    r->seg->end = n;
+    return 0;
+}
+
+/* Start creating the next segment through the ring; writes go on to the current one. */
+static void
+seg_rotate(struct reactor *r)
+{
+    struct io_uring_sqe *sqe;
+
+    if (r->seg_opening)
+        return;
+    r->seg_open_id = spool_next_id(&r->last_id, r->index, r->wall_ms / 1000);
+    spool_seg_name(r->seg_open_id, r->seg_open_name, sizeof(r->seg_open_name));
+    sqe = reactor_sqe(r);
+    io_uring_prep_openat(sqe, r->spool_dir_fd, r->seg_open_name,
+                         O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    io_uring_sqe_set_data64(sqe, ud_make(0, 0, OP_SEGOPEN));
+    r->seg_opening = true;
+    r->spool_inflight++;
+}
+
+void
+spool_io_on_segopen(struct reactor *r, int res)
+{
+    struct spool_seg_info info = { .seg_id = r->seg_open_id,
+                                   .reactor = r->index,
+                                   .created = r->wall_ms / 1000 };
+    struct segment *old = r->seg, *s;
+    struct iovec iov;
+    char *rec;
+
+    r->spool_inflight--;
+    r->seg_opening = false;
+    if (res < 0) {
+        log_msg(LOG_ERR, "event=spool_error reactor=%u what=create file=%s error=\"%s\"", r->index,
+                r->seg_open_name, strerror(-res));
+        return; /* the current segment goes on; the next message tries again */
+    }
+    rec = malloc(128);
+    s = rec ? seg_new(r, res, r->seg_open_id) : NULL;
+    if (s == NULL) {
+        free(rec);
+        close(res);
+        return;
+    }
+    iov.iov_base = rec;
+    iov.iov_len = spool_seg_record(rec, 128, &info);
+    if (submit_write(r, s, NULL, NULL, rec, &iov, 1) < 0) {
+        /* no write slot: keep the old segment, drop this one (it holds nothing) */
+        r->segs = s->next;
+        close(res);
+        free(s);
+        free(rec);
+        return;
+    }
+    r->dir_dirty = true; /* the new name must be durable before a 250 depends on it */
+    r->seg = s;
+    old->current = false;
+    seg_unref(r, old); /* the reactor's reference; closes it once nothing else holds it */
+    log_msg(LOG_INFO, "event=segment_rotated reactor=%u segment=%s", r->index, r->seg_open_name);
+}
+
+/* ---- messages ---- */
+
+static void
+msg_free(struct reactor *r, struct msg_io *m)
+{
+    buf_pool_put(&r->chunk_pool, m->chunk);
+    free(m->ext);
+    seg_unref(r, m->seg);
+    free(m);
+}
+
+static void
+log_queued(struct reactor *r, const struct conn *c, const struct envelope *env)
+{
+    char from[LOG_PEER_MAX * 4 + 1];
+    struct slice s = env_get(env, env->sender);
+
+    log_escape(from, sizeof(from), s.p, s.len);
+    log_msg(LOG_INFO,
+            "event=received qid=%s reactor=%u sid=%016" PRIx64 " client=%s from=<%s> size=%" PRIu64
+            " nrcpt=%u",
+            env->qid, r->index, c->sid, c->sess.client, from, env->body_len, env->nrcpt);
+}
+
+/* The message's fate is known: tell the session (if its client is still there), free it. */
+static void
+msg_finish(struct reactor *r, struct msg_io *m, int rc)
+{
+    struct conn *c = m->conn;
+
+    if (rc == 0)
+        STAT_INC(r, msgs_accepted, 1);
+    else
+        STAT_INC(r, commit_errors, 1);
+    if (c != NULL) {
+        c->msg = NULL;
+        if (rc == 0)
+            log_queued(r, c, &c->sess.env);
+        else
+            log_msg(LOG_WARN, "event=spool_error reactor=%u sid=%016" PRIx64 " qid=%s error=\"%s\"",
+                    r->index, c->sid, c->sess.env.qid, strerror(-rc));
+        smtp_session_committed(&c->sess, rc);
+        conn_resume(r, c);
+    }
+    msg_free(r, m);
+}
+
+static void
+msg_ready(struct reactor *r, struct msg_io *m)
+{
+    m->next = NULL;
+    *r->ready_tail = m;
+    r->ready_tail = &m->next;
+}
+
+int
+spool_io_msg_begin(struct reactor *r, struct conn *c, struct envelope *env)
+{
+    struct msg_io *m;
+
+    if (r->stopping)
+        return -EAGAIN;
+    if (r->seg->end >= r->cfg->spool_segment_size)
+        seg_rotate(r);
+    m = calloc(1, sizeof(*m));
+    if (m == NULL)
+        return -EAGAIN;
+    m->conn = c;
+    m->seg = r->seg;
+    m->seg->refs++;
+    env->id = spool_next_id(&r->last_id, r->index, r->wall_ms / 1000);
+    qid_format(env->id, env->qid);
+    env->arrival = r->wall_ms / 1000;
+    c->msg = m;
+    return 0;
+}
+
+/* Seal the current chunk as a DATA record and note its extent; returns its on-disk size. */
+static size_t
+chunk_seal(struct msg_io *m, uint64_t id)
+{
+    struct spool_rec_hdr *h = (struct spool_rec_hdr *)(void *)m->chunk;
+    struct iovec pl = { m->chunk + SPOOL_HDR_SIZE, m->chunk_len };
+    size_t size = spool_rec_size(m->chunk_len);
+
+    memset(m->chunk + SPOOL_HDR_SIZE + m->chunk_len, 0, size - SPOOL_HDR_SIZE - m->chunk_len);
+    spool_rec_seal(h, SPOOL_REC_DATA, id, &pl, 1);
+    return size;
+}
+
+static int
+ext_add(struct msg_io *m, uint64_t off, uint32_t len)
+{
+    if (m->nextent == m->ext_cap) {
+        uint32_t cap = m->ext_cap ? m->ext_cap * 2 : 4;
+        struct spool_extent *e = realloc(m->ext, cap * sizeof(*e));
+
+        if (e == NULL)
+            return -ENOMEM;
+        m->ext = e;
+        m->ext_cap = cap;
+    }
+    m->ext[m->nextent].off = off;
+    m->ext[m->nextent].len = len;
+    m->nextent++;
+    return 0;
+}
+
+char *
+spool_io_body_space(struct reactor *r, struct conn *c, size_t *room)
+{
+    struct msg_io *m = c->msg;
+    const size_t cap = BODY_CHUNK - SPOOL_HDR_SIZE - SPOOL_ALIGN;
+
+    *room = 0;
+    if (m == NULL || m->err)
+        return NULL;
+    if (m->chunk != NULL && m->chunk_len == cap) {
+        /* full: write it out and carry on in a fresh chunk */
+        struct iovec iov;
+        uint64_t off = m->seg->end;
+
+        iov.iov_base = m->chunk;
+        iov.iov_len = chunk_seal(m, c->sess.env.id);
+        if (ext_add(m, off, m->chunk_len) < 0 ||
+            submit_write(r, m->seg, m, m->chunk, NULL, &iov, 1) < 0) {
+            m->err = -ENOMEM; /* reported at the end of the message as 452 */
+            return NULL;
+        }
+        m->chunk = NULL;
+    }
+    if (m->chunk == NULL) {
+        if (m->writes >= BODY_INFLIGHT)
+            return NULL; /* the session pauses; the write's completion resumes it */
+        m->chunk = buf_pool_get(&r->chunk_pool);
+        if (m->chunk == NULL)
+            return NULL;
+        m->chunk_len = 0;
+    }
+    *room = cap - m->chunk_len;
+    return m->chunk + SPOOL_HDR_SIZE + m->chunk_len;
+}
+
+void
+spool_io_body_commit(struct reactor *r, struct conn *c, size_t n)
+{
+    (void)r;
+    c->msg->chunk_len += (uint32_t)n;
+}
+
+void
+spool_io_msg_end(struct reactor *r, struct conn *c, struct envelope *env)
+{
+    struct msg_io *m = c->msg;
+    struct spool_rec_hdr *h;
+    struct iovec iov[2], pl;
+    size_t plen, rsize;
+    char *rec;
+    int n = 0;
+
+    m->ended = true;
+    if (m->err)
+        goto fail;
+    if (m->chunk != NULL && m->chunk_len > 0) {
+        iov[n].iov_base = m->chunk;
+        iov[n].iov_len = chunk_seal(m, env->id);
+        if (ext_add(m, m->seg->end, m->chunk_len) < 0) {
+            m->err = -ENOMEM;
+            goto fail;
+        }
+        n++;
+    }
+    plen = spool_msg_payload_size(env, m->nextent);
+    rsize = spool_rec_size(plen);
+    rec = malloc(rsize);
+    if (rec == NULL) {
+        m->err = -ENOMEM;
+        goto fail;
+    }
+    h = (struct spool_rec_hdr *)(void *)rec;
+    pl.iov_base = rec + SPOOL_HDR_SIZE;
+    pl.iov_len = spool_msg_encode(rec + SPOOL_HDR_SIZE, plen, env, m->ext, m->nextent);
+    memset(rec + SPOOL_HDR_SIZE + pl.iov_len, 0, rsize - SPOOL_HDR_SIZE - pl.iov_len);
+    spool_rec_seal(h, SPOOL_REC_MSG, env->id, &pl, 1);
+    iov[n].iov_base = rec;
+    iov[n].iov_len = rsize;
+    n++;
+    if (submit_write(r, m->seg, m, n == 2 ? m->chunk : NULL, rec, iov, n) < 0) {
+        free(rec);
+        m->err = -EAGAIN;
+        goto fail;
+    }
+    if (n == 2)
+        m->chunk = NULL; /* now the write slot's, recycled on completion */
+    return;
+
+fail:
+    /* never answer from inside the session's callback: the end of the turn does */
+    if (m->writes == 0)
+        msg_ready(r, m);
+}
+
+void
+spool_io_msg_abort(struct reactor *r, struct conn *c)
+{
+    struct msg_io *m = c->msg;
+
+    if (m == NULL)
+        return;
+    c->msg = NULL;
+    m->conn = NULL;
+    m->aborted = true;
+    STAT_INC(r, msgs_refused, 1);
+    if (m->writes == 0)
+        msg_free(r, m);
+}
+
+void
+spool_io_msg_detach(struct reactor *r, struct conn *c)
+{
+    (void)r;
+    if (c->msg != NULL)
+        c->msg->conn = NULL;
+    c->msg = NULL;
+}
+
+void
+spool_io_on_write(struct reactor *r, uint32_t index, uint32_t gen, int res)
+{
+    struct spool_write *w = &r->writes[index];
+    struct msg_io *m = w->msg;
+    struct segment *seg = w->seg;
+
+    BUG_ON(!w->used || w->gen != gen);
+    r->spool_inflight--;
+    w->used = false;
+    r->writes_used--;
+    buf_pool_put(&r->chunk_pool, w->chunk);
+    free(w->extra);
+    w->chunk = w->extra = NULL;
+    seg->dirty = true;
+    if (res < 0 || (size_t)res != w->expect) {
+        int err = res < 0 ? res : -ENOSPC;
+
+        log_msg(LOG_ERR,
+                "event=spool_error reactor=%u what=write segment=%016" PRIx64 " error=\"%s\"",
+                r->index, seg->id, strerror(-err));
+        if (m != NULL && m->err == 0)
+            m->err = err;
+    }
+    seg_unref(r, seg);
+    if (m == NULL)
+        return;
+    m->writes--;
+    if (m->writes > 0)
+        return;
+    if (m->aborted) {
+        msg_free(r, m);
+    } else if (m->ended) {
+        if (m->err)
+            msg_finish(r, m, m->err);
+        else
+            msg_ready(r, m);
+    } else if (m->conn != NULL) {
+        conn_resume(r, m->conn); /* room for more body */
+    }
+}
+
+void
+spool_io_on_sync(struct reactor *r, int res)
+{
+    struct msg_io *m, *next;
+
+    r->spool_inflight--;
+    if (res < 0 && r->sync_err == 0) {
+        r->sync_err = res;
+        log_msg(LOG_ERR, "event=spool_error reactor=%u what=fdatasync error=\"%s\"", r->index,
+                strerror(-res));
+    }
+    if (--r->syncs_inflight > 0)
+        return;
+    STAT_INC(r, fsyncs, 1);
+    for (m = r->syncing; m != NULL; m = next) {
+        next = m->next;
+        msg_finish(r, m, r->sync_err);
+    }
+    r->syncing = NULL;
+    r->sync_err = 0;
+}
+
+void
+spool_io_end_of_turn(struct reactor *r)
+{
+    struct io_uring_sqe *sqe;
+    struct msg_io *m, *next;
+
+    if (r->ready == NULL || r->syncs_inflight > 0)
+        return;
+    if (r->cfg->durability == DURABILITY_NONE) {
+        for (m = r->ready; m != NULL; m = next) {
+            next = m->next;
+            msg_finish(r, m, m->err);
+        }
+        r->ready = NULL;
+        r->ready_tail = &r->ready;
+        return;
+    }
+    /* failed messages get their 452 now; the rest wait for the sync */
+    for (struct msg_io **pp = &r->ready; (m = *pp) != NULL;) {
+        if (m->err) {
+            *pp = m->next;
+            msg_finish(r, m, m->err);
+        } else {
+            pp = &m->next;
+        }
+    }
+    if (r->ready == NULL) {
+        r->ready_tail = &r->ready;
+        return;
+    }
+    for (struct segment *s = r->segs; s != NULL; s = s->next) {
+        if (!s->dirty)
+            continue;
+        s->dirty = false;
+        sqe = reactor_sqe(r);
+        io_uring_prep_fsync(sqe, s->fd, IORING_FSYNC_DATASYNC);
+        io_uring_sqe_set_data64(sqe, ud_make(0, 0, OP_SYNC));
+        r->syncs_inflight++;
+        r->spool_inflight++;
+    }
+    if (r->dir_dirty) {
+        r->dir_dirty = false;
+        sqe = reactor_sqe(r);
+        io_uring_prep_fsync(sqe, r->spool_dir_fd, 0);
+        io_uring_sqe_set_data64(sqe, ud_make(0, 0, OP_SYNC));
+        r->syncs_inflight++;
+        r->spool_inflight++;
+    }
+    if (r->syncs_inflight == 0) {
+        /* nothing dirty: every ready message's writes were covered by an earlier sync */
+        for (m = r->ready; m != NULL; m = next) {
+            next = m->next;
+            msg_finish(r, m, 0);
+        }
+    } else {
+        r->syncing = r->ready;
+    }
+    r->ready = NULL;
+    r->ready_tail = &r->ready;
+}
+
+bool
+spool_io_idle(const struct reactor *r)
+{
+    return r->spool_inflight == 0 && r->ready == NULL && r->syncing == NULL;
+}
+
+int
+spool_io_init(struct reactor *r, uint64_t last_id)
+{
+    int rc;
+
+    r->last_id = last_id;
+    r->ready = NULL;
+    r->ready_tail = &r->ready;
+    r->nwrites = SPOOL_WRITE_SLOTS;
+    r->writes = calloc(r->nwrites, sizeof(*r->writes));
+    if (r->writes == NULL)
+        return -ENOMEM;
+    r->spool_dir_fd = open(r->cfg->spool_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (r->spool_dir_fd == -1) {
+        rc = -errno;
+        log_msg(LOG_ERR, "event=fatal reactor=%u what=spool_dir dir=%s error=\"%s\"", r->index,
+                r->cfg->spool_dir, strerror(errno));
+        return rc;
+    }
+    rc = seg_open_sync(r);
+    if (rc < 0) {
+        log_msg(LOG_ERR, "event=fatal reactor=%u what=segment dir=%s error=\"%s\"", r->index,
+                r->cfg->spool_dir, strerror(-rc));
+        return rc;
+    }
+    return 0;
+}
+
+void
+spool_io_fini(struct reactor *r)
+{
+    struct segment *s, *next;
+
+    for (s = r->segs; s != NULL; s = next) {
+        next = s->next;
+        if (s->fd >= 0)
+            close(s->fd);
+        free(s);
+    }
+    r->segs = r->seg = NULL;
+    if (r->spool_dir_fd >= 0)
+        close(r->spool_dir_fd);
+    free(r->writes);
+    r->writes = NULL;
+}
