@@ -73,6 +73,24 @@ spool_rec_size(size_t payload)
     return SPOOL_HDR_SIZE + ((payload + SPOOL_ALIGN - 1) & ~(size_t)(SPOOL_ALIGN - 1));
 }
 
+/* XXH3-64 of the header with csum taken as 0, then the payload iovecs in order. */
+uint64_t spool_rec_csum(const struct spool_rec_hdr *hdr, const struct iovec *payload, int niov);
+
+/*
+ * Decode the 32 header octets at p and check the fields that need no payload:
+ * magic, version, known type, len <= SPOOL_MAX_REC. Pure; any thread.
+ */
+bool spool_rec_hdr_check(const char *p, struct spool_rec_hdr *hdr);
+
+/*
+ * Check one record held in memory: p[0..avail) starts with a header, and the
+ * record is valid when its magic, version and type are known, len <=
+ * SPOOL_MAX_REC, header and payload fit in avail (padding need not), and the
+ * checksum matches. On success *hdr is the decoded header and the payload is
+ * p + SPOOL_HDR_SIZE. Pure; any thread.
+ */
+bool spool_rec_verify(const char *p, size_t avail, struct spool_rec_hdr *hdr);
+
 /*
  * Fill the header at hdr for a record whose payload is the iovecs (in order,
  * padding not included) and compute its checksum. The caller writes the
@@ -88,14 +106,34 @@ struct spool_seg_info {
     uint32_t reactor;
     uint64_t created; /* unix seconds */
 };
-/* Encode a whole SEG record (header, payload, padding) into out (>= 64 octets); returns its size. */
+/* Encode a whole SEG record (header, payload, padding) into out (>= 64 octets); returns its
+   size, spool_rec_size(SPOOL_SEG_PAYLOAD), or 0 if cap is too small. */
 size_t spool_seg_record(char *out, size_t cap, const struct spool_seg_info *info);
+#define SPOOL_SEG_PAYLOAD 24 /* seg_id u64, reactor u32, created u64, version u32 */
+/* Decode a SEG payload; 0, or -EINVAL when malformed or of another version. */
+int spool_seg_decode(const char *p, size_t len, struct spool_seg_info *info);
 /* Segment file name for seg_id: "seg-<16 hex>.rms" into out (>= 32 octets). */
 void spool_seg_name(uint64_t seg_id, char *out, size_t cap);
 
-/* MSG payload: the envelope and its extents. */
+/*
+ * MSG payload: the envelope and its extents, little-endian, no padding:
+ *
+ *   u16 format (SPOOL_MSG_FORMAT)  u16 reserved (0)
+ *   u64 id  u64 arrival  u64 body_len  u32 flags
+ *   str client  str helo  str sender  str mail_params      str = u32 length + octets
+ *   u32 nrcpt    nrcpt x (str addr, str params)
+ *   u32 nextent  nextent x (u64 off, u32 len)
+ *
+ * The decoder rejects anything else: a short field, a count above the limits
+ * below or above what the remaining octets can hold, trailing octets.
+ */
+#define SPOOL_MSG_FORMAT  1
+#define SPOOL_MAX_RCPT    (1u << 20)
+#define SPOOL_MAX_EXTENTS (1u << 22)
+/* MSG payload size for env and nextent extents. */
 size_t spool_msg_payload_size(const struct envelope *env, unsigned nextent);
-/* Encode into out (cap >= spool_msg_payload_size()); returns the octets written. */
+/* Encode into out (cap >= spool_msg_payload_size()); returns the octets written, 0 if cap
+   is too small. */
 size_t spool_msg_encode(char *out, size_t cap, const struct envelope *env,
                         const struct spool_extent *ext, unsigned nextent);
 /* Decode a MSG payload; env is initialised and owns its strings, *ext is
