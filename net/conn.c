@@ -154,25 +154,70 @@ static void
 carry_release(struct reactor *r, struct conn *c)
 {
     if (c->carry != NULL && c->carry_len == 0) {
-        buf_pool_put(&r->carry_pool, c->carry);
+        if (c->carry_cap == r->carry_pool.size)
+            buf_pool_put(&r->carry_pool, c->carry);
+        else
+            free(c->carry);
         c->carry = NULL;
+        c->carry_cap = 0;
     }
 }
 
+/*
+ * Keep n more octets. The carry starts as a pooled buffer; it grows only for
+ * the completions already queued when a pause began (the kernel cannot post
+ * more than the provided-buffer ring holds), so CARRY_MAX bounds it.
+ */
 static bool
 carry_append(struct reactor *r, struct conn *c, const char *p, size_t n)
 {
+    size_t need = c->carry_len + n;
+
     if (c->carry == NULL) {
         c->carry = buf_pool_get(&r->carry_pool);
         if (c->carry == NULL)
             return false;
         c->carry_len = 0;
+        c->carry_cap = (uint32_t)r->carry_pool.size;
     }
-    if (c->carry_len + n > r->carry_pool.size)
-        return false;
+    if (need > c->carry_cap) {
+        size_t cap = MAX((size_t)c->carry_cap * 2, need);
+        char *nb;
+
+        if (need > r->carry_pool.size + CARRY_MAX)
+            return false;
+        nb = malloc(cap);
+        if (nb == NULL)
+            return false;
+        memcpy(nb, c->carry, c->carry_len);
+        if (c->carry_cap == r->carry_pool.size)
+            buf_pool_put(&r->carry_pool, c->carry);
+        else
+            free(c->carry);
+        c->carry = nb;
+        c->carry_cap = (uint32_t)cap;
+    }
     memcpy(c->carry + c->carry_len, p, n);
     c->carry_len += (uint32_t)n;
     return true;
+}
+
+/* True when the connection may read more: little carried input, few body writes in flight. */
+static bool
+can_read(const struct reactor *r, const struct conn *c)
+{
+    return c->carry_len <= r->carry_pool.size / 2 &&
+           (c->msg == NULL || c->msg->writes < BODY_INFLIGHT);
+}
+
+/* Stop reading: TCP flow control holds the client back until conn_resume(). */
+void
+conn_pause(struct reactor *r, struct conn *c)
+{
+    if ((c->flags & (CONN_F_RECV | CONN_F_RX_PAUSED | CONN_F_CLOSING)) != CONN_F_RECV)
+        return;
+    c->flags |= CONN_F_RX_PAUSED;
+    cancel_recv(r, c);
 }
 
 static void
@@ -216,11 +261,8 @@ conn_input(struct reactor *r, struct conn *c, const char *p, size_t n)
             return;
         }
         drain_carry(r, c);
-        if (c->carry_len > r->carry_pool.size / 2 && (c->flags & CONN_F_RECV) &&
-            !(c->flags & CONN_F_RX_PAUSED)) {
-            c->flags |= CONN_F_RX_PAUSED;
-            cancel_recv(r, c);
-        }
+        if (!can_read(r, c))
+            conn_pause(r, c);
         return;
     }
     after_session(r, c);
@@ -264,6 +306,7 @@ conn_accepted(struct reactor *r, int fd)
     c->r = r;
     c->sid = ((uint64_t)r->index << 56) | ++r->next_sid;
     c->carry = c->tx = NULL;
+    c->carry_cap = 0;
     c->carry_len = c->tx_len = c->tx_off = c->tx_sending = 0;
     c->msg = NULL;
     c->next_dirty = NULL;
@@ -344,7 +387,9 @@ conn_on_recv(struct reactor *r, struct conn *c, const struct io_uring_cqe *cqe)
         STAT_INC(r, enobufs, 1);
         arm_recv(r, c);
     } else if (cqe->res == -ECANCELED && (c->flags & CONN_F_RX_PAUSED)) {
-        /* paused for back-pressure; conn_resume() re-arms */
+        /* paused for back-pressure: conn_resume() re-arms, unless it already ran */
+        if (can_read(r, c))
+            arm_recv(r, c);
     } else if (cqe->res == 0) {
         c->flags |= CONN_F_EOF;
         /* a commit in progress still completes; there is no one left to tell */
@@ -388,8 +433,7 @@ conn_resume(struct reactor *r, struct conn *c)
         drain_carry(r, c);
         if (r->stopping && !(c->sess.flags & SMTP_F_WAIT_COMMIT))
             conn_close(r, c, false);
-        if ((c->flags & CONN_F_RX_PAUSED) && c->carry_len <= r->carry_pool.size / 2 &&
-            !(c->flags & CONN_F_RECV))
+        if ((c->flags & CONN_F_RX_PAUSED) && !(c->flags & CONN_F_RECV) && can_read(r, c))
             arm_recv(r, c);
     }
     conn_mark_dirty(r, c);

@@ -33,7 +33,10 @@
 #include "queue/spool.h"
 
 #ifndef RINGMAIL_VERSION
-#define RINGMAIL_VERSION "0.1.0"
+#define RINGMAIL_VERSION "unknown"
+#endif
+#ifndef RINGMAIL_URING_VERSION
+#define RINGMAIL_URING_VERSION "unknown"
 #endif
 
 static uint64_t
@@ -62,7 +65,7 @@ static void
 print_version(void)
 {
     printf("ringmail %s\n", RINGMAIL_VERSION);
-    printf("io_uring: liburing %d.%d\n", IO_URING_VERSION_MAJOR, IO_URING_VERSION_MINOR);
+    printf("io_uring: liburing %s\n", RINGMAIL_URING_VERSION);
     printf("tls: %s\n", tls_library_version());
 #ifdef RINGMAIL_JEMALLOC
     {
@@ -279,14 +282,11 @@ main(int argc, char **argv)
     };
     struct ringmail_config cfg;
     const char *file = NULL;
-    char **ov;
-    int nov = 0, opt;
+    static char *ov[256];
+    int nov = 0, opt, rc;
     bool check = false, verbose = false;
 
     log_set_clock(clock_wall_ms);
-    ov = calloc((size_t)argc + 1, sizeof(*ov));
-    if (ov == NULL)
-        return 1;
     /* "+": stop at the first non-option so `ringmail queue list -c F` works */
     while ((opt = getopt_long(argc, argv, "+c:o:tvh", longopts, NULL)) != -1) {
         switch (opt) {
@@ -294,6 +294,10 @@ main(int argc, char **argv)
             file = optarg;
             break;
         case 'o':
+            if (nov == (int)ARRAY_SIZE(ov)) {
+                fprintf(stderr, "ringmail: too many -o options\n");
+                return 2;
+            }
             ov[nov++] = optarg;
             break;
         case 't':
@@ -323,7 +327,7 @@ main(int argc, char **argv)
             while ((opt = getopt(qargc, qargv, "+c:o:")) != -1) {
                 if (opt == 'c')
                     file = optarg;
-                else if (opt == 'o')
+                else if (opt == 'o' && nov < (int)ARRAY_SIZE(ov))
                     ov[nov++] = optarg;
                 else
                     return 2;
@@ -336,7 +340,8 @@ main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    if (load_config(&cfg, file, ov, nov) != 0)
+    rc = load_config(&cfg, file, ov, nov);
+    if (rc != 0)
         return 1;
     if (check) {
         if (verbose)

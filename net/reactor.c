@@ -480,6 +480,39 @@ tick(struct reactor *r)
     }
 }
 
+/* Release what reactor_init() and the loop allocated; the loop is over. */
+static void
+reactor_fini(struct reactor *r)
+{
+    for (uint32_t i = 0; i < r->nconns; i++) {
+        struct conn *c = &r->conns[i];
+
+        if (c->flags & CONN_F_USED) {
+            if (c->fd >= 0)
+                close(c->fd);
+            c->flags |= CONN_F_CLOSED;
+            conn_put(r, c);
+        }
+    }
+    buf_pool_fini(&r->tx_pool);
+    buf_pool_fini(&r->carry_pool);
+    buf_pool_fini(&r->chunk_pool);
+    free(r->conns);
+    free(r->free_next);
+    free(r->log_buf[0]);
+    free(r->log_buf[1]);
+    free(r->rx_bufs);
+    io_uring_queue_exit(&r->ring);
+    munmap(r->br, RX_BUF_COUNT * sizeof(struct io_uring_buf));
+    for (unsigned i = 0; i < r->nlisten; i++) {
+        if (r->listen_fd[i] >= 0)
+            close(r->listen_fd[i]);
+    }
+    free(r->listen_fd);
+    r->conns = NULL;
+    r->listen_fd = NULL;
+}
+
 static void *
 reactor_main(void *arg)
 {
@@ -538,13 +571,14 @@ reactor_main(void *arg)
             break;
         }
     }
-    spool_io_fini(r);
     log_set_thread_sink(NULL, NULL);
-    /* what the ring still holds in its buffer goes out synchronously: the loop is over */
+    /* what the buffers still hold goes out synchronously: the loop is over */
     for (int i = 0; i < 2; i++) {
         if (r->log_len[i] > 0 && write(2, r->log_buf[i], r->log_len[i]) == -1)
             break;
     }
+    reactor_fini(r);
+    spool_io_fini(r);
     return NULL;
 }
 

@@ -26,8 +26,9 @@
 #define RX_BUF_COUNT  1024u  /* provided buffers per reactor (power of two) */
 #define TX_BUF_SIZE   4096u  /* a connection's reply buffer, lent while it holds replies */
 #define BODY_CHUNK    65536u /* body chunk: one DATA record, header included */
-#define BODY_INFLIGHT 2      /* chunk writes in flight per message before the session pauses */
-#define CARRY_EXTRA   32768u /* carry room beyond command_line_limit */
+#define BODY_INFLIGHT 2      /* chunk writes in flight per message before reading pauses */
+#define CARRY_EXTRA   32768u /* pooled carry room beyond command_line_limit */
+#define CARRY_MAX     (RX_BUF_COUNT * RX_BUF_SIZE) /* growth bound: what one CQ batch can hold */
 #define LOG_BUF_SIZE  65536u
 
 enum op {
@@ -87,7 +88,7 @@ struct conn {
     uint64_t greet_loop;     /* loop turn of the accept */
 
     char *carry; /* unconsumed input; NULL when empty */
-    uint32_t carry_len;
+    uint32_t carry_len, carry_cap;
 
     char *tx; /* NULL when nothing is queued */
     uint32_t tx_len, tx_off, tx_sending;
@@ -109,8 +110,8 @@ struct msg_io {
     int err;             /* first write error, -errno */
     struct spool_extent *ext;
     uint32_t nextent, ext_cap; /* extents used and allocated */
-    char *commit_buf;    /* the MSG record while its write is in flight */
-    struct msg_io *next; /* on the reactor's ready or syncing list */
+    char *commit_buf;          /* the MSG record while its write is in flight */
+    struct msg_io *next;       /* on the reactor's ready or syncing list */
 };
 
 struct segment {
@@ -237,6 +238,7 @@ void conn_tick(struct reactor *r, struct conn *c);
 void conn_shutdown(struct reactor *r, struct conn *c);
 void conn_put(struct reactor *r, struct conn *c);
 void conn_resume(struct reactor *r, struct conn *c);
+void conn_pause(struct reactor *r, struct conn *c);
 void conn_greet_check(struct reactor *r);
 
 int spool_io_init(struct reactor *r, uint64_t last_id);

@@ -7,7 +7,8 @@
  * A message's body is copied once, from the receive buffer into a 64 KiB
  * chunk whose first 32 octets are left free for the DATA record header; a
  * full chunk is sealed and written at once, so memory per message is bounded
- * (at most BODY_INFLIGHT chunks in flight, then the session pauses). At the
+ * (once BODY_INFLIGHT chunk writes are in flight the connection stops
+ * reading, so only what the kernel already queued arrives meanwhile). At the
  * end of the message its last DATA record and its MSG (commit) record go out
  * in one writev at consecutive offsets. Offsets are reserved at submission,
  * so writes may complete in any order; recovery copes with the holes a crash
@@ -345,10 +346,10 @@ spool_io_body_space(struct reactor *r, struct conn *c, size_t *room)
             return NULL;
         }
         m->chunk = NULL;
+        if (m->writes >= BODY_INFLIGHT)
+            conn_pause(r, c); /* the writes' completions resume reading */
     }
     if (m->chunk == NULL) {
-        if (m->writes >= BODY_INFLIGHT)
-            return NULL; /* the session pauses; the write's completion resumes it */
         m->chunk = buf_pool_get(&r->chunk_pool);
         if (m->chunk == NULL)
             return NULL;
