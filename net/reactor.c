@@ -149,9 +149,17 @@ reactor_log_sink(void *arg, const char *line, size_t len)
     struct reactor *r = arg;
     int a = r->log_active;
 
-    if (r->log_len[a] + len > LOG_BUF_SIZE) {
-        STAT_INC(r, log_dropped, 1);
-        return;
+    if (r->log_len[a] + len > r->log_cap[a]) {
+        /* the other buffer is still being written: this one grows, up to a bound */
+        size_t cap = (size_t)r->log_cap[a] * 2;
+        char *nb;
+
+        if (cap > LOG_BUF_MAX || (nb = realloc(r->log_buf[a], cap)) == NULL) {
+            STAT_INC(r, log_dropped, 1);
+            return;
+        }
+        r->log_buf[a] = nb;
+        r->log_cap[a] = (uint32_t)cap;
     }
     memcpy(r->log_buf[a] + r->log_len[a], line, len);
     r->log_len[a] += (uint32_t)len;
@@ -330,6 +338,7 @@ reactor_init(struct reactor *r)
     }
     r->log_buf[0] = malloc(LOG_BUF_SIZE);
     r->log_buf[1] = malloc(LOG_BUF_SIZE);
+    r->log_cap[0] = r->log_cap[1] = LOG_BUF_SIZE;
     if (r->log_buf[0] == NULL || r->log_buf[1] == NULL) {
         rc = -ENOMEM;
         goto fail_bufs;

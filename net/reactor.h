@@ -29,6 +29,7 @@
 #define BODY_INFLIGHT 2      /* chunk writes in flight per message before reading pauses */
 #define CARRY_EXTRA   32768u /* pooled carry room beyond command_line_limit */
 #define CARRY_MAX     (RX_BUF_COUNT * RX_BUF_SIZE) /* growth bound: what one CQ batch can hold */
+#define LOG_BUF_MAX   (16u << 20) /* a log buffer grows to this while the other is written */
 #define LOG_BUF_SIZE  65536u
 
 enum op {
@@ -195,7 +196,7 @@ struct reactor {
 
     /* log lines from this thread, written to stderr through the ring */
     char *log_buf[2];
-    uint32_t log_len[2];
+    uint32_t log_len[2], log_cap[2];
     int log_active;
     bool log_writing;
 
