@@ -600,6 +600,8 @@ reactor_thread(void *arg)
 
     /* the ring is created here: SINGLE_ISSUER binds it to its creating thread */
     rc = reactor_init(r);
+    r->now_ms = mono_ms();
+    r->wall_ms = wall_ms();
     if (rc == 0)
         rc = spool_io_init(r, r->last_id);
     /* release: pairs with the acquire in reactor_start() */

@@ -118,6 +118,7 @@ struct msg_io {
 struct segment {
     int fd;
     uint64_t id;
+    uint64_t seed; /* keys every record checksum in this segment (queue/spool.h) */
     uint64_t end;  /* next free offset */
     uint32_t refs; /* messages and writes still using it */
     bool dirty;    /* written since the last fdatasync */
@@ -180,8 +181,9 @@ struct reactor {
     /* spool */
     int spool_dir_fd;
     bool dir_dirty;
-    struct segment *seg;  /* current segment */
-    struct segment *segs; /* every open segment */
+    struct segment *seg;      /* current segment */
+    struct segment *seg_next; /* created, its SEG record not yet written */
+    struct segment *segs;     /* every open segment */
     bool seg_opening;
     uint64_t seg_open_id;
     char seg_open_name[64];

@@ -23,6 +23,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -57,8 +58,21 @@ seg_unref(struct reactor *r, struct segment *s)
     free(s);
 }
 
+/* A random non-zero seed: getrandom() never blocks once the pool is initialised. */
+static uint64_t
+seg_seed(void)
+{
+    uint64_t v = 0;
+
+    while (v == 0) {
+        if (getrandom(&v, sizeof(v), GRND_NONBLOCK) != (ssize_t)sizeof(v))
+            return 0;
+    }
+    return v;
+}
+
 static struct segment *
-seg_new(struct reactor *r, int fd, uint64_t id)
+seg_new(struct reactor *r, int fd, uint64_t id, uint64_t seed)
 {
     struct segment *s = calloc(1, sizeof(*s));
 
@@ -66,7 +80,8 @@ seg_new(struct reactor *r, int fd, uint64_t id)
         return NULL;
     s->fd = fd;
     s->id = id;
-    s->refs = 1; /* the reactor's, while current */
+    s->seed = seed;
+    s->refs = 1; /* the reactor's, while current or becoming current */
     s->current = true;
     s->next = r->segs;
     r->segs = s;
@@ -130,12 +145,14 @@ seg_open_sync(struct reactor *r)
 {
     char name[64], rec[128];
     uint64_t id = spool_next_id(&r->last_id, r->index, r->wall_ms / 1000);
-    struct spool_seg_info info = { .seg_id = id,
-                                   .reactor = r->index,
-                                   .created = r->wall_ms / 1000 };
+    struct spool_seg_info info = {
+        .seg_id = id, .reactor = r->index, .created = r->wall_ms / 1000, .seed = seg_seed()
+    };
     size_t n;
     int fd;
 
+    if (info.seed == 0)
+        return -EAGAIN; /* the kernel's random pool is not ready */
     spool_seg_name(id, name, sizeof(name));
     fd = openat(r->spool_dir_fd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd == -1)
@@ -148,7 +165,7 @@ seg_open_sync(struct reactor *r)
         close(fd);
         return rc ? rc : -EIO;
     }
-    r->seg = seg_new(r, fd, id);
+    r->seg = seg_new(r, fd, id, info.seed);
     if (r->seg == NULL) {
         close(fd);
         return -ENOMEM;
@@ -180,39 +197,59 @@ spool_io_on_segopen(struct reactor *r, int res)
 {
     struct spool_seg_info info = { .seg_id = r->seg_open_id,
                                    .reactor = r->index,
-                                   .created = r->wall_ms / 1000 };
-    struct segment *old = r->seg, *s;
+                                   .created = r->wall_ms / 1000,
+                                   .seed = seg_seed() };
+    struct segment *s;
     struct iovec iov;
     char *rec;
 
     r->spool_inflight--;
-    r->seg_opening = false;
-    if (res < 0) {
+    if (res < 0 || info.seed == 0) {
+        r->seg_opening = false;
         log_msg(LOG_ERR, "event=spool_error reactor=%u what=create file=%s error=\"%s\"", r->index,
-                r->seg_open_name, strerror(-res));
+                r->seg_open_name, strerror(res < 0 ? -res : EAGAIN));
+        if (res >= 0)
+            close(res);
         return; /* the current segment goes on; the next message tries again */
     }
     rec = malloc(128);
-    s = rec ? seg_new(r, res, r->seg_open_id) : NULL;
+    s = rec ? seg_new(r, res, r->seg_open_id, info.seed) : NULL;
     if (s == NULL) {
+        r->seg_opening = false;
         free(rec);
         close(res);
         return;
     }
+    s->current = false;
     iov.iov_base = rec;
     iov.iov_len = spool_seg_record(rec, 128, &info);
     if (submit_write(r, s, NULL, NULL, rec, &iov, 1) < 0) {
-        /* no write slot: keep the old segment, drop this one (it holds nothing) */
-        r->segs = s->next;
-        close(res);
-        free(s);
+        r->seg_opening = false;
         free(rec);
+        seg_unref(r, s); /* holds nothing: closed */
         return;
     }
+    /* messages move to it once its SEG record is written (spool_io_on_write) */
+    r->seg_next = s;
     r->dir_dirty = true; /* the new name must be durable before a 250 depends on it */
+}
+
+/* The next segment's SEG record is written: make it current. */
+static void
+seg_switch(struct reactor *r, struct segment *s, bool ok)
+{
+    struct segment *old = r->seg;
+
+    r->seg_next = NULL;
+    r->seg_opening = false;
+    if (!ok) {
+        seg_unref(r, s); /* dropped: the current segment goes on */
+        return;
+    }
+    s->current = true;
     r->seg = s;
     old->current = false;
-    seg_unref(r, old); /* the reactor's reference; closes it once nothing else holds it */
+    seg_unref(r, old); /* the reactor's reference; closed once nothing else holds it */
     log_msg(LOG_INFO, "event=segment_rotated reactor=%u segment=%s", r->index, r->seg_open_name);
 }
 
@@ -302,7 +339,7 @@ chunk_seal(struct msg_io *m, uint64_t id)
     size_t size = spool_rec_size(m->chunk_len);
 
     memset(m->chunk + SPOOL_HDR_SIZE + m->chunk_len, 0, size - SPOOL_HDR_SIZE - m->chunk_len);
-    spool_rec_seal(h, SPOOL_REC_DATA, id, &pl, 1);
+    spool_rec_seal(h, SPOOL_REC_DATA, id, m->seg->seed, &pl, 1);
     return size;
 }
 
@@ -399,7 +436,7 @@ spool_io_msg_end(struct reactor *r, struct conn *c, struct envelope *env)
     pl.iov_base = rec + SPOOL_HDR_SIZE;
     pl.iov_len = spool_msg_encode(rec + SPOOL_HDR_SIZE, plen, env, m->ext, m->nextent);
     memset(rec + SPOOL_HDR_SIZE + pl.iov_len, 0, rsize - SPOOL_HDR_SIZE - pl.iov_len);
-    spool_rec_seal(h, SPOOL_REC_MSG, env->id, &pl, 1);
+    spool_rec_seal(h, SPOOL_REC_MSG, env->id, m->seg->seed, &pl, 1);
     iov[n].iov_base = rec;
     iov[n].iov_len = rsize;
     n++;
@@ -448,6 +485,7 @@ spool_io_on_write(struct reactor *r, uint32_t index, uint32_t gen, int res)
     struct spool_write *w = &r->writes[index];
     struct msg_io *m = w->msg;
     struct segment *seg = w->seg;
+    bool ok = res >= 0 && (size_t)res == w->expect;
 
     BUG_ON(!w->used || w->gen != gen);
     r->spool_inflight--;
@@ -456,9 +494,11 @@ spool_io_on_write(struct reactor *r, uint32_t index, uint32_t gen, int res)
     buf_pool_put(&r->chunk_pool, w->chunk);
     free(w->extra);
     w->chunk = w->extra = NULL;
+    w->msg = NULL;
+    w->seg = NULL;
     seg->dirty = true;
-    if (res < 0 || (size_t)res != w->expect) {
-        int err = res < 0 ? res : -ENOSPC;
+    if (!ok) {
+        int err = res < 0 ? res : -ENOSPC; /* a short write: the file system is full */
 
         log_msg(LOG_ERR,
                 "event=spool_error reactor=%u what=write segment=%016" PRIx64 " error=\"%s\"",
@@ -466,7 +506,9 @@ spool_io_on_write(struct reactor *r, uint32_t index, uint32_t gen, int res)
         if (m != NULL && m->err == 0)
             m->err = err;
     }
-    seg_unref(r, seg);
+    if (m == NULL && seg == r->seg_next)
+        seg_switch(r, seg, ok);
+    seg_unref(r, seg); /* the write's reference */
     if (m == NULL)
         return;
     m->writes--;
@@ -480,7 +522,7 @@ spool_io_on_write(struct reactor *r, uint32_t index, uint32_t gen, int res)
         else
             msg_ready(r, m);
     } else if (m->conn != NULL) {
-        conn_resume(r, m->conn); /* room for more body */
+        conn_resume(r, m->conn); /* room to read more body */
     }
 }
 

@@ -3,7 +3,8 @@
 #   1. install the Debian packages the build and the tests need;
 #   2. debug build (AddressSanitizer + UndefinedBehaviorSanitizer): unit tests
 #      and integration tests against the real binary and real peers;
-#   3. tsan build: the unit tests under ThreadSanitizer;
+#   3. tsan build: the multi-threaded stress tests under ThreadSanitizer
+#      (plain programs: Criterion cannot start under ThreadSanitizer);
 #   4. release build (-O2, LTO, jemalloc): unit and integration tests again;
 #   5. clang-format check of every C file.
 set -eu
@@ -19,8 +20,8 @@ done
 
 echo "== debug: unit + integration (ASan, UBSan) =="
 ctest --preset debug
-echo "== tsan: unit =="
-ctest --preset tsan -R '^unit_'
+echo "== tsan: stress tests of the threaded code (ThreadSanitizer) =="
+ctest --preset tsan -R '^stress_'
 echo "== release: unit + integration =="
 ctest --preset release
 

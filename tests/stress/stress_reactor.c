@@ -1,0 +1,173 @@
+/*
+ * stress_reactor: two reactor threads on one SO_REUSEPORT port, eight client
+ * threads each sending messages over fresh connections; every message must get
+ * its 250 and be in the spool afterwards with its own queue id. A plain
+ * program (exit 0 = pass, 77 = io_uring unavailable) so that it runs under
+ * ThreadSanitizer, which Criterion cannot start under.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/config.h"
+#include "net/reactor.h"
+#include "queue/spool.h"
+
+enum { REACTORS = 2, CLIENTS = 8, MSGS = 40 };
+
+static uint16_t port;
+static char qids[CLIENTS * MSGS][QID_LEN + 1];
+
+#define CHECK(cond, ...)                                                                           \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "stress_reactor: %s:%d: ", __FILE__, __LINE__);                        \
+            fprintf(stderr, __VA_ARGS__);                                                          \
+            fprintf(stderr, "\n");                                                                 \
+            exit(1);                                                                               \
+        }                                                                                          \
+    } while (0)
+
+static unsigned
+free_port(void)
+{
+    struct sockaddr_in sin = { .sin_family = AF_INET };
+    socklen_t sl = sizeof(sin);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    CHECK(bind(fd, (struct sockaddr *)&sin, sizeof(sin)) == 0, "bind");
+    CHECK(getsockname(fd, (struct sockaddr *)&sin, &sl) == 0, "getsockname");
+    close(fd);
+    return ntohs(sin.sin_port);
+}
+
+/* Read until the buffer holds `want` final reply lines; 10 s at most. */
+static void
+replies(int fd, char *buf, size_t cap, int want)
+{
+    size_t len = 0;
+
+    for (;;) {
+        struct pollfd p = { .fd = fd, .events = POLLIN };
+        int seen = 0;
+        ssize_t n;
+
+        for (const char *l = buf; len > 0 && l < buf + len;) {
+            const char *e = memchr(l, '\n', (size_t)(buf + len - l));
+
+            if (e == NULL)
+                break;
+            if (e - l >= 4 && l[3] == ' ')
+                seen++;
+            l = e + 1;
+        }
+        if (seen >= want)
+            return;
+        CHECK(poll(&p, 1, 10000) == 1, "no reply within 10 s (have: %.*s)", (int)len, buf);
+        n = read(fd, buf + len, cap - 1 - len);
+        CHECK(n > 0, "connection closed early");
+        len += (size_t)n;
+        buf[len] = '\0';
+    }
+}
+
+static void *
+client(void *arg)
+{
+    int id = (int)(intptr_t)arg;
+    static const char cmds[] = "EHLO stress.example\r\nMAIL FROM:<s@example.org>\r\n"
+                               "RCPT TO:<r@example.net>\r\nDATA\r\n";
+    static const char body[] = "Subject: stress\r\n\r\n..line\r\n.\r\nQUIT\r\n";
+
+    for (int m = 0; m < MSGS; m++) {
+        struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons(port) };
+        char buf[4096];
+        const char *q;
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+        sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        CHECK(connect(fd, (struct sockaddr *)&sin, sizeof(sin)) == 0, "connect");
+        replies(fd, buf, sizeof(buf), 1);
+        CHECK(write(fd, cmds, sizeof(cmds) - 1) == (ssize_t)sizeof(cmds) - 1, "write");
+        replies(fd, buf, sizeof(buf), 4);
+        CHECK(strstr(buf, "354 ") != NULL, "no 354: %s", buf);
+        CHECK(write(fd, body, sizeof(body) - 1) == (ssize_t)sizeof(body) - 1, "write");
+        replies(fd, buf, sizeof(buf), 2);
+        q = strstr(buf, "250 2.0.0 Ok: queued as ");
+        CHECK(q != NULL, "no 250: %s", buf);
+        memcpy(qids[id * MSGS + m], q + 24, QID_LEN);
+        close(fd);
+    }
+    return NULL;
+}
+
+static int
+cmp_id(const void *a, const void *b)
+{
+    return memcmp(a, b, QID_LEN + 1);
+}
+
+int
+main(void)
+{
+    static struct ringmail_config cfg;
+    static struct reactor r[REACTORS];
+    struct spool_index idx = { 0 };
+    pthread_t th[CLIENTS];
+    char err[CONFIG_ERR_MAX], kv[128], dir[] = "/tmp/ringmail-stress-XXXXXX";
+    int rc;
+
+    CHECK(mkdtemp(dir) != NULL, "mkdtemp");
+    port = (uint16_t)free_port();
+    config_defaults(&cfg);
+    snprintf(kv, sizeof(kv), "spool_dir=%s", dir);
+    CHECK(config_set(&cfg, kv, err, sizeof(err)) == 0, "%s", err);
+    snprintf(kv, sizeof(kv), "listen=127.0.0.1:%u", port);
+    CHECK(config_set(&cfg, kv, err, sizeof(err)) == 0, "%s", err);
+    CHECK(config_finish(&cfg, err, sizeof(err)) == 0, "%s", err);
+    for (unsigned i = 0; i < REACTORS; i++) {
+        r[i].index = i;
+        r[i].wake_fd = -1;
+        CHECK(reactor_listen(&r[i], &cfg, err, sizeof(err)) == 0, "%s", err);
+    }
+    for (unsigned i = 0; i < REACTORS; i++) {
+        rc = reactor_start(&r[i], -1);
+        if (rc == -ENOSYS || rc == -EPERM) {
+            fprintf(stderr, "stress_reactor: io_uring unavailable, skipped\n");
+            return 77;
+        }
+        CHECK(rc == 0, "reactor_start: %s", strerror(-rc));
+    }
+    for (int i = 0; i < CLIENTS; i++)
+        CHECK(pthread_create(&th[i], NULL, client, (void *)(intptr_t)i) == 0, "pthread_create");
+    for (int i = 0; i < CLIENTS; i++)
+        pthread_join(th[i], NULL);
+    for (unsigned i = 0; i < REACTORS; i++)
+        reactor_stop(&r[i]);
+    for (unsigned i = 0; i < REACTORS; i++)
+        reactor_join(&r[i]);
+
+    /* every acknowledged message is in the spool, each with its own queue id */
+    CHECK(spool_recover(dir, &idx, NULL, NULL) == 0, "recover");
+    CHECK(idx.nmsg == CLIENTS * MSGS, "spool holds %zu messages, expected %d", idx.nmsg,
+          CLIENTS * MSGS);
+    qsort(qids, CLIENTS * MSGS, sizeof(qids[0]), cmp_id);
+    for (size_t i = 0; i < idx.nmsg; i++) {
+        CHECK(i == 0 || strcmp(qids[i], qids[i - 1]) != 0, "queue id %s given twice", qids[i]);
+        CHECK(bsearch(idx.msg[i].env.qid, qids, CLIENTS * MSGS, sizeof(qids[0]), cmp_id),
+              "spooled %s was never acknowledged", idx.msg[i].env.qid);
+    }
+    spool_index_free(&idx);
+    printf("stress_reactor: %d messages through %d reactors: 1 passed, 0 failed\n", CLIENTS * MSGS,
+           REACTORS);
+    return 0;
+}
