@@ -31,6 +31,7 @@
 
 #include "core/config.h"
 #include "core/envelope.h"
+#include "core/smtp_data.h"
 
 #define SMTP_REPLY_MAX 512 /* longest single reply the session writes, EHLO's included */
 
@@ -118,6 +119,16 @@ struct smtp_session {
 
     /* counters for the connection's log line */
     uint32_t nmsg_accepted, nmsg_refused, nrcpt_refused;
+
+    /* Added with core/smtp_server.c. The data_state, data_strict_bol,
+       line_len, msg_size and data_cr_pending fields above mirror `data` after
+       every scan step (read-only for the driver). */
+    struct smtp_data data;       /* the DATA/BDAT body scanner (core/smtp_data.h) */
+    size_t scanned;              /* command parser cursor into the unconsumed input */
+    uint16_t hdr_off;            /* octets of our Received: header already stored */
+    bool hdr_pending;            /* the Received: header is not fully stored yet */
+    enum smtp_state bdat_resume; /* state to return to after skipping a refused chunk */
+    uint64_t bdat_size;          /* octets of the current BDAT chunk, for its 250 reply */
 };
 
 /* Start a session for a client at address text `client`. No output yet. */

@@ -381,8 +381,10 @@ conn_on_recv(struct reactor *r, struct conn *c, const struct io_uring_cqe *cqe)
     /* the multishot recv has ended */
     c->flags &= ~CONN_F_RECV;
     c->inflight--;
-    if (c->flags & CONN_F_CLOSING)
+    if (c->flags & CONN_F_CLOSING) {
+        conn_mark_dirty(r, c); /* conn_flush() was waiting for this to close */
         return;
+    }
     if (cqe->res == -ENOBUFS) {
         STAT_INC(r, enobufs, 1);
         arm_recv(r, c);

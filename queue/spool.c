@@ -86,13 +86,14 @@ get_le64(const char *p)
 /* ---- records ---- */
 
 uint64_t
-spool_rec_csum(const struct spool_rec_hdr *hdr, const struct iovec *payload, int niov)
+spool_rec_csum(const struct spool_rec_hdr *hdr, uint64_t seed, const struct iovec *payload,
+               int niov)
 {
     struct spool_rec_hdr h = *hdr;
     XXH3_state_t st;
 
     h.csum = 0;
-    XXH3_64bits_reset(&st);
+    XXH3_64bits_reset_withSeed(&st, seed);
     XXH3_64bits_update(&st, &h, sizeof(h));
     for (int i = 0; i < niov; i++) {
         if (payload[i].iov_len > 0)
@@ -102,7 +103,7 @@ spool_rec_csum(const struct spool_rec_hdr *hdr, const struct iovec *payload, int
 }
 
 void
-spool_rec_seal(struct spool_rec_hdr *hdr, enum spool_rec_type type, uint64_t id,
+spool_rec_seal(struct spool_rec_hdr *hdr, enum spool_rec_type type, uint64_t id, uint64_t seed,
                const struct iovec *payload, int niov)
 {
     size_t len = 0;
@@ -116,7 +117,7 @@ spool_rec_seal(struct spool_rec_hdr *hdr, enum spool_rec_type type, uint64_t id,
     hdr->version = SPOOL_VERSION;
     hdr->len = (uint32_t)len;
     hdr->id = id;
-    hdr->csum = spool_rec_csum(hdr, payload, niov);
+    hdr->csum = spool_rec_csum(hdr, seed, payload, niov);
 }
 
 /* Decode a header from disk octets (explicit LE, so this part needs no host assumption). */
@@ -145,7 +146,7 @@ spool_rec_hdr_check(const char *p, struct spool_rec_hdr *hdr)
 }
 
 bool
-spool_rec_verify(const char *p, size_t avail, struct spool_rec_hdr *hdr)
+spool_rec_verify(const char *p, size_t avail, uint64_t seed, struct spool_rec_hdr *hdr)
 {
     struct spool_rec_hdr h;
     struct iovec iov;
@@ -156,7 +157,7 @@ spool_rec_verify(const char *p, size_t avail, struct spool_rec_hdr *hdr)
         return false;
     iov.iov_base = (void *)(uintptr_t)(p + SPOOL_HDR_SIZE); /* read only: iovec has no const */
     iov.iov_len = h.len;
-    if (spool_rec_csum(&h, &iov, 1) != h.csum)
+    if (spool_rec_csum(&h, seed, &iov, 1) != h.csum)
         return false;
     *hdr = h;
     return true;
@@ -172,13 +173,17 @@ spool_seg_record(char *out, size_t cap, const struct spool_seg_info *info)
     struct spool_rec_hdr hdr;
     struct iovec iov = { payload, sizeof(payload) };
 
+    /* a segment sealed with seed 0 would verify records forged with the public hash */
+    BUG_ON(info->seed == 0);
     if (cap < size)
         return 0;
     put_le64(payload, info->seg_id);
     put_le32(payload + 8, info->reactor);
     put_le64(payload + 12, info->created);
     put_le32(payload + 20, SPOOL_VERSION);
-    spool_rec_seal(&hdr, SPOOL_REC_SEG, info->seg_id, &iov, 1);
+    put_le64(payload + 24, info->seed);
+    /* seed 0: the seed is what this record carries (spool.h, "Keyed checksums") */
+    spool_rec_seal(&hdr, SPOOL_REC_SEG, info->seg_id, 0, &iov, 1);
     memset(out, 0, size);
     memcpy(out, &hdr, sizeof(hdr));
     memcpy(out + SPOOL_HDR_SIZE, payload, sizeof(payload));
@@ -188,11 +193,12 @@ spool_seg_record(char *out, size_t cap, const struct spool_seg_info *info)
 int
 spool_seg_decode(const char *p, size_t len, struct spool_seg_info *info)
 {
-    if (len != SPOOL_SEG_PAYLOAD || get_le32(p + 20) != SPOOL_VERSION)
+    if (len != SPOOL_SEG_PAYLOAD || get_le32(p + 20) != SPOOL_VERSION || get_le64(p + 24) == 0)
         return -EINVAL;
     info->seg_id = get_le64(p);
     info->reactor = get_le32(p + 8);
     info->created = get_le64(p + 12);
+    info->seed = get_le64(p + 24);
     return 0;
 }
 

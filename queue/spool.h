@@ -7,7 +7,8 @@
  *
  *   struct spool_rec_hdr (32 octets, little-endian) | payload | zero padding to 8
  *
- *   SPOOL_REC_SEG   first record of every segment: format version, reactor, creation time
+ *   SPOOL_REC_SEG   the first record of every segment, at offset 0 and nowhere else:
+ *                   format version, reactor, creation time, and the segment's seed
  *   SPOOL_REC_DATA  a run of body octets of message `id` (a message has 1..n of them,
  *                   all in the same segment, written before its MSG record)
  *   SPOOL_REC_MSG   the commit record of message `id`: the envelope and the
@@ -20,6 +21,25 @@
  * Writes may complete out of order, so recovery never stops at a bad record:
  * it logs it and resynchronises at the next 8-byte boundary that holds a
  * valid record. A torn tail is therefore just bad records at the end.
+ *
+ * Keyed checksums. A DATA record's payload is a sender's message body, and a
+ * body can hold octets that read as a whole record (header, payload, checksum)
+ * at an 8-byte boundary. With a fixed hash anyone can compute that checksum,
+ * so a resync that walks into a body after a torn write would accept forged
+ * records: a DATA and MSG pair with any envelope, or DONE records for other
+ * messages. So every record except the SEG record is checksummed with
+ * XXH3-64 seeded by the segment's seed: 64 random bits drawn when the segment
+ * is created (getrandom(), never 0), stored in its SEG payload, and never
+ * sent, logged or shown anywhere else. A sender never sees the seed or any
+ * checksum made with it, so a record forged inside a body verifies only by
+ * guessing its checksum, one chance in 2^64. (XXH3 is no MAC; it need not be
+ * one while nothing computed with the seed leaves the spool.)
+ *
+ * The SEG record is sealed with seed 0, since it is where the seed is read
+ * from; it is trusted only at offset 0, which no body can reach. Recovery
+ * reads it first and checks every other record of the file with its seed; a
+ * segment without a valid SEG record at offset 0 is not read at all, and a
+ * SEG record anywhere else is a bad record.
  *
  * Thread affinity: the encode/seal functions are pure and any thread may call
  * them; recovery does blocking file I/O and runs at start-up or in the
@@ -73,8 +93,10 @@ spool_rec_size(size_t payload)
     return SPOOL_HDR_SIZE + ((payload + SPOOL_ALIGN - 1) & ~(size_t)(SPOOL_ALIGN - 1));
 }
 
-/* XXH3-64 of the header with csum taken as 0, then the payload iovecs in order. */
-uint64_t spool_rec_csum(const struct spool_rec_hdr *hdr, const struct iovec *payload, int niov);
+/* XXH3-64 seeded with seed (the segment's, or 0 for a SEG record) of the header with csum
+   taken as 0, then the payload iovecs in order. Pure; any thread. */
+uint64_t spool_rec_csum(const struct spool_rec_hdr *hdr, uint64_t seed, const struct iovec *payload,
+                        int niov);
 
 /*
  * Decode the 32 header octets at p and check the fields that need no payload:
@@ -86,31 +108,37 @@ bool spool_rec_hdr_check(const char *p, struct spool_rec_hdr *hdr);
  * Check one record held in memory: p[0..avail) starts with a header, and the
  * record is valid when its magic, version and type are known, len <=
  * SPOOL_MAX_REC, header and payload fit in avail (padding need not), and the
- * checksum matches. On success *hdr is the decoded header and the payload is
- * p + SPOOL_HDR_SIZE. Pure; any thread.
+ * checksum made with seed matches (the segment's seed; 0 for its SEG record).
+ * On success *hdr is the decoded header and the payload is p + SPOOL_HDR_SIZE.
+ * The record's type is not checked against the seed: the caller knows where
+ * a SEG record may be. Pure; any thread.
  */
-bool spool_rec_verify(const char *p, size_t avail, struct spool_rec_hdr *hdr);
+bool spool_rec_verify(const char *p, size_t avail, uint64_t seed, struct spool_rec_hdr *hdr);
 
 /*
  * Fill the header at hdr for a record whose payload is the iovecs (in order,
  * padding not included) and compute its checksum. The caller writes the
  * header, the payload and spool_rec_size(len) - SPOOL_HDR_SIZE - len zero
- * octets of padding.
+ * octets of padding. seed is the seed of the segment the record goes into
+ * (spool_seg_info.seed); only spool_seg_record() seals with 0.
  */
 void spool_rec_seal(struct spool_rec_hdr *hdr, enum spool_rec_type type, uint64_t id,
-                    const struct iovec *payload, int niov);
+                    uint64_t seed, const struct iovec *payload, int niov);
 
-/* SEG payload, written by spool_seg_header(): what a new segment starts with. */
+/* SEG payload, written by spool_seg_record(): what a new segment starts with. */
 struct spool_seg_info {
     uint64_t seg_id;
     uint32_t reactor;
     uint64_t created; /* unix seconds */
+    uint64_t seed;    /* from getrandom() when the segment is created; never 0, never logged */
 };
-/* Encode a whole SEG record (header, payload, padding) into out (>= 64 octets); returns its
-   size, spool_rec_size(SPOOL_SEG_PAYLOAD), or 0 if cap is too small. */
+/* Encode a whole SEG record (header, payload, padding) into out (>= 64 octets), its payload
+   carrying info->seed and its own checksum made with seed 0; returns its size,
+   spool_rec_size(SPOOL_SEG_PAYLOAD), or 0 if cap is too small. info->seed == 0 is a bug
+   (BUG_ON): recovery would reject the segment. */
 size_t spool_seg_record(char *out, size_t cap, const struct spool_seg_info *info);
-#define SPOOL_SEG_PAYLOAD 24 /* seg_id u64, reactor u32, created u64, version u32 */
-/* Decode a SEG payload; 0, or -EINVAL when malformed or of another version. */
+#define SPOOL_SEG_PAYLOAD 32 /* seg_id u64, reactor u32, created u64, version u32, seed u64 */
+/* Decode a SEG payload; 0, or -EINVAL when malformed, of another version or with seed 0. */
 int spool_seg_decode(const char *p, size_t len, struct spool_seg_info *info);
 /* Segment file name for seg_id: "seg-<16 hex>.rms" into out (>= 32 octets). */
 void spool_seg_name(uint64_t seg_id, char *out, size_t cap);
@@ -145,6 +173,7 @@ int spool_msg_decode(const char *p, size_t len, struct envelope *env, struct spo
 struct spool_msg {
     struct envelope env;
     uint64_t seg_id;
+    uint64_t seed; /* the segment's seed, for spool_read_body(); never print it */
     struct spool_extent *ext;
     unsigned nextent;
 };
@@ -154,26 +183,31 @@ struct spool_index {
     size_t nmsg, cap;
     uint64_t max_id;      /* largest message or segment id seen, for unique ids after restart */
     uint64_t nsegments;
-    uint64_t bad_records; /* records skipped for a bad checksum or header */
+    uint64_t bad_segments; /* non-empty segments without a valid SEG record at 0: not read */
+    uint64_t bad_records;  /* records skipped for a bad checksum or header */
     uint64_t torn_bytes;  /* octets skipped at segment tails */
     uint64_t incomplete;  /* MSG records whose DATA records were missing or bad */
     uint64_t done;        /* messages with a DONE record */
     uint64_t spool_bytes; /* total segment octets */
 };
 
-/* Log callback for recovery findings (torn tail, bad record): one line, no newline. */
+/* Log callback for recovery findings (bad segment, torn tail, bad record): one line, no
+   newline. */
 typedef void spool_log_fn(void *arg, const char *line);
 
 /*
- * Scan every segment in dir and rebuild the index of pending messages.
+ * Scan every segment in dir and rebuild the index of pending messages. A
+ * segment whose SEG record is missing or bad is logged, counted in
+ * bad_segments and contributes nothing (no message, no DONE record).
  * Missing dir: 0 and an empty index. Returns 0 or -errno (unreadable folder).
  * Blocking I/O: start-up and tools only.
  */
 int spool_recover(const char *dir, struct spool_index *idx, spool_log_fn *log, void *arg);
 void spool_index_free(struct spool_index *idx);
 
-/* Read a message's body (the payloads of its DATA records in order) into a
-   malloc'd buffer; 0 or -errno. Blocking: tools and tests. */
+/* Read a message's body (the payloads of its DATA records in order, each checked again with
+   m->seed) into a malloc'd buffer; 0 or -errno (-EIO when a record does not check). Blocking:
+   tools and tests. */
 int spool_read_body(const char *dir, const struct spool_msg *m, char **body, size_t *len);
 
 /*

@@ -7,8 +7,14 @@
  * reactor. The index and everything in it belong to the caller, freed with
  * spool_index_free().
  *
- * Scan: records are read from offset 0 of each segment. A record that does
- * not check (header, bounds, checksum) opens a bad run; the scan moves on 8
+ * Scan: a segment must start with a valid SEG record (checksum seed 0); its
+ * seed then checks every other record of the file (spool.h, "Keyed
+ * checksums"). A non-empty segment without one is logged, counted in
+ * bad_segments and not read further: none of its records can be trusted. An
+ * empty segment was created and never written, and is no error.
+ *
+ * Records are then read from the end of the SEG record on. A record that does
+ * not check (header, bounds, SEG type, checksum) opens a bad run; the scan moves on 8
  * octets at a time until a record checks again. A bad run that ends at a
  * valid record is a bad record (writes completed out of order, or damage); a
  * bad run that reaches the end of the file is a torn tail. Bad runs are
@@ -111,11 +117,13 @@ seg_view(struct seg_reader *r, uint64_t off, size_t n, const char **out)
 }
 
 /*
- * Check the record at off: 1 and *h, *payload (valid until the next
- * seg_view()) when it is valid, 0 when not, or -errno.
+ * Check the record at off with the segment's seed (0 for the SEG record at
+ * offset 0): 1 and *h, *payload (valid until the next seg_view()) when it is
+ * valid, 0 when not, or -errno.
  */
 static int
-seg_record_at(struct seg_reader *r, uint64_t off, struct spool_rec_hdr *h, const char **payload)
+seg_record_at(struct seg_reader *r, uint64_t off, uint64_t seed, struct spool_rec_hdr *h,
+              const char **payload)
 {
     const char *p;
     int rc;
@@ -128,10 +136,13 @@ seg_record_at(struct seg_reader *r, uint64_t off, struct spool_rec_hdr *h, const
         return 0;
     if (!spool_rec_hdr_check(p, h) || h->len > r->size - off - SPOOL_HDR_SIZE)
         return 0;
+    /* seed 0 is public: a SEG record is trusted at offset 0, where no body can be, only */
+    if ((h->type == SPOOL_REC_SEG) != (off == 0))
+        return 0;
     rc = seg_view(r, off, SPOOL_HDR_SIZE + h->len, &p);
     if (rc < 0)
         return rc;
-    if (!spool_rec_verify(p, SPOOL_HDR_SIZE + h->len, h))
+    if (!spool_rec_verify(p, SPOOL_HDR_SIZE + h->len, seed, h))
         return 0;
     *payload = p + SPOOL_HDR_SIZE;
     return 1;
@@ -195,12 +206,11 @@ cand_free(struct cand *c)
     c->m.ext = NULL;
 }
 
-/* A valid record at off: file it by type. 0 or -ENOMEM. */
+/* A valid record at off > 0 of a segment with this seed: file it by type. 0 or -ENOMEM. */
 static int
-scan_record(struct scan *s, const char *name, uint64_t seg_id, uint64_t off,
+scan_record(struct scan *s, const char *name, uint64_t seg_id, uint64_t seed, uint64_t off,
             const struct spool_rec_hdr *h, const char *payload)
 {
-    struct spool_seg_info info;
     struct cand *c;
     void *np;
     int rc;
@@ -208,9 +218,7 @@ scan_record(struct scan *s, const char *name, uint64_t seg_id, uint64_t off,
     see_id(s, h->id);
     switch ((enum spool_rec_type)h->type) {
     case SPOOL_REC_SEG:
-        if (spool_seg_decode(payload, h->len, &info) == 0)
-            see_id(s, info.seg_id);
-        return 0;
+        return 0; /* seg_record_at() takes one at offset 0 only, for seg_read_header() */
     case SPOOL_REC_DATA:
         np = grow(s->data, &s->datacap, s->ndata + 1, sizeof(*s->data));
         if (np == NULL)
@@ -247,6 +255,7 @@ scan_record(struct scan *s, const char *name, uint64_t seg_id, uint64_t off,
         return 0;
     }
     c->m.seg_id = seg_id;
+    c->m.seed = seed;
     c->seq = s->nc;
     c->bad_ext = UINT64_MAX;
     s->nc++;
@@ -297,11 +306,43 @@ close_bad_run(struct scan *s, const char *name, uint64_t start, uint64_t end)
          s->dir, name, start, end - start);
 }
 
+/*
+ * Read the SEG record at offset 0 of a non-empty segment: 1 with *seed and
+ * *off (the offset just past the record) when it is valid; 0 when it is
+ * missing or bad, logged and counted; or -errno.
+ */
+static int
+seg_read_header(struct scan *s, struct seg_reader *r, const char *name, uint64_t *seed,
+                uint64_t *off)
+{
+    struct spool_seg_info info;
+    struct spool_rec_hdr h;
+    const char *payload;
+    int rc;
+
+    if (r->size >= SPOOL_HDR_SIZE) {
+        rc = seg_record_at(r, 0, 0, &h, &payload);
+        if (rc < 0)
+            return rc;
+        if (rc == 1 && spool_seg_decode(payload, h.len, &info) == 0) {
+            see_id(s, h.id);
+            see_id(s, info.seg_id);
+            *seed = info.seed;
+            *off = spool_rec_size(h.len);
+            return 1;
+        }
+    }
+    s->idx->bad_segments++;
+    slog(s, "spool: %s/%s: no valid segment header, %" PRIu64 " octets not read", s->dir, name,
+         r->size);
+    return 0;
+}
+
 static int
 scan_segment(struct scan *s, int dfd, const char *name, uint64_t seg_id)
 {
     struct seg_reader r = { .fd = -1 };
-    uint64_t off = 0, bad = UINT64_MAX, tail = 0;
+    uint64_t off = 0, bad = UINT64_MAX, tail = 0, seed = 0;
     size_t first = s->nc;
     struct stat st;
     int rc = 0;
@@ -321,15 +362,20 @@ scan_segment(struct scan *s, int dfd, const char *name, uint64_t seg_id)
     s->idx->nsegments++;
     s->idx->spool_bytes += r.size;
     see_id(s, seg_id);
+    if (r.size == 0)
+        goto out; /* created, never written: nothing lost */
     (void)posix_fadvise(r.fd, 0, 0, POSIX_FADV_SEQUENTIAL);
     s->ndata = 0;
+    rc = seg_read_header(s, &r, name, &seed, &off);
+    if (rc <= 0)
+        goto out;
 
     /* off passes size when the last record's padding is missing */
     while (off < r.size && r.size - off >= SPOOL_HDR_SIZE) {
         struct spool_rec_hdr h;
         const char *payload;
 
-        rc = seg_record_at(&r, off, &h, &payload);
+        rc = seg_record_at(&r, off, seed, &h, &payload);
         if (rc < 0)
             goto out;
         if (rc == 0) {
@@ -342,7 +388,7 @@ scan_segment(struct scan *s, int dfd, const char *name, uint64_t seg_id)
             close_bad_run(s, name, bad, off);
             bad = UINT64_MAX;
         }
-        rc = scan_record(s, name, seg_id, off, &h, payload);
+        rc = scan_record(s, name, seg_id, seed, off, &h, payload);
         if (rc < 0)
             goto out;
         off += spool_rec_size(h.len);
@@ -604,7 +650,7 @@ spool_read_body(const char *dir, const struct spool_msg *m, char **body, size_t 
         if (rc < 0)
             goto fail;
         if (!spool_rec_hdr_check(raw, &h) || h.type != SPOOL_REC_DATA || h.id != m->env.id ||
-            h.len != e->len || spool_rec_csum(&h, &iov, 1) != h.csum) {
+            h.len != e->len || spool_rec_csum(&h, m->seed, &iov, 1) != h.csum) {
             rc = -EIO;
             goto fail;
         }

@@ -2,7 +2,8 @@
  * Tests for queue/spool.c and queue/spool_recover.c: record sealing, the SEG
  * and MSG codecs, queue ids, the queue listing, and recovery of real segment
  * files written into a mkdtemp() folder (torn tails, damaged records, holes,
- * several segments, a disk that fills up half-way through a write).
+ * several segments, a disk that fills up half-way through a write, damaged
+ * segment headers, records forged inside a message body).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -115,7 +116,15 @@ make_body(uint64_t id, size_t n)
 struct sb {
     char *p;
     size_t len, cap;
+    uint64_t seed; /* checksum seed of every record but SEG: set by sb_seg() */
 };
+
+/* A fixed, non-zero seed per segment id, so that runs repeat (the writer's are random). */
+static uint64_t
+seg_seed(uint64_t seg_id)
+{
+    return (seg_id + 1) * 0x9E3779B97F4A7C15ull;
+}
 
 /* Where a message's records went: DATA records first, the MSG record last. */
 struct span {
@@ -148,7 +157,7 @@ sb_rec(struct sb *b, enum spool_rec_type type, uint64_t id, const void *payload,
     uint64_t off = b->len;
 
     sb_reserve(b, size);
-    spool_rec_seal(&h, type, id, &iov, 1);
+    spool_rec_seal(&h, type, id, b->seed, &iov, 1);
     memset(b->p + off, 0, size);
     memcpy(b->p + off, &h, sizeof(h));
     if (n > 0)
@@ -157,13 +166,17 @@ sb_rec(struct sb *b, enum spool_rec_type type, uint64_t id, const void *payload,
     return off;
 }
 
+/* The SEG record; the records added after it are sealed with its seed. */
 static void
 sb_seg(struct sb *b, uint64_t seg_id)
 {
-    struct spool_seg_info info = { .seg_id = seg_id, .reactor = 1, .created = ARRIVAL };
+    struct spool_seg_info info = {
+        .seg_id = seg_id, .reactor = 1, .created = ARRIVAL, .seed = seg_seed(seg_id)
+    };
 
     sb_reserve(b, 64);
     b->len += spool_seg_record(b->p + b->len, 64, &info);
+    b->seed = info.seed;
 }
 
 /* Spool a message the way the writer does: nchunk DATA records, then MSG. */
@@ -300,9 +313,12 @@ Test(spool, seal_and_verify)
     struct iovec iov[2] = { { (void *)(uintptr_t)a, 7 }, { (void *)(uintptr_t)b, 5 } };
     struct spool_rec_hdr h, got;
     size_t size = spool_rec_size(12);
+    const uint64_t seed = 0x0123456789ABCDEFull;
 
     cr_assert_eq(size, 48);
-    spool_rec_seal(&h, SPOOL_REC_DATA, 0x1234, iov, 2);
+    spool_rec_seal(&h, SPOOL_REC_DATA, 0x1234, seed, iov, 2);
+    cr_assert_eq(h.csum, spool_rec_csum(&h, seed, iov, 2));
+    cr_assert_neq(h.csum, spool_rec_csum(&h, 0, iov, 2));
     cr_assert_eq(h.magic, SPOOL_MAGIC);
     cr_assert_eq(h.type, SPOOL_REC_DATA);
     cr_assert_eq(h.version, SPOOL_VERSION);
@@ -312,20 +328,24 @@ Test(spool, seal_and_verify)
     memcpy(buf, &h, sizeof(h));
     cr_assert(memcmp(buf, "RMSP", 4) == 0, "magic reads RMSP on disk");
     memcpy(buf + SPOOL_HDR_SIZE, "hello, world", 12);
-    cr_assert(spool_rec_verify(buf, size, &got));
+    cr_assert(spool_rec_verify(buf, size, seed, &got));
     cr_assert_eq(got.csum, h.csum);
-    cr_assert(spool_rec_verify(buf, SPOOL_HDR_SIZE + 12, &got), "padding is not needed");
-    cr_assert_not(spool_rec_verify(buf, SPOOL_HDR_SIZE + 11, &got));
-    cr_assert_not(spool_rec_verify(buf, 10, &got));
+    cr_assert(spool_rec_verify(buf, SPOOL_HDR_SIZE + 12, seed, &got), "padding is not needed");
+    cr_assert_not(spool_rec_verify(buf, SPOOL_HDR_SIZE + 11, seed, &got));
+    cr_assert_not(spool_rec_verify(buf, 10, seed, &got));
     /* one flipped bit anywhere in header or payload is caught */
     for (size_t i = 0; i < SPOOL_HDR_SIZE + 12; i++) {
         for (int bit = 0; bit < 8; bit++) {
             buf[i] = (char)(buf[i] ^ (1 << bit));
-            cr_assert_not(spool_rec_verify(buf, size, &got), "flip at %zu bit %d", i, bit);
+            cr_assert_not(spool_rec_verify(buf, size, seed, &got), "flip at %zu bit %d", i, bit);
             buf[i] = (char)(buf[i] ^ (1 << bit));
         }
     }
-    cr_assert(spool_rec_verify(buf, size, &got));
+    /* and so is any other seed: the unkeyed hash (seed 0), or one bit off */
+    cr_assert_not(spool_rec_verify(buf, size, 0, &got));
+    for (int bit = 0; bit < 64; bit++)
+        cr_assert_not(spool_rec_verify(buf, size, seed ^ (1ull << bit), &got), "bit %d", bit);
+    cr_assert(spool_rec_verify(buf, size, seed, &got));
 }
 
 Test(spool, empty_payload_record)
@@ -333,32 +353,56 @@ Test(spool, empty_payload_record)
     char buf[SPOOL_HDR_SIZE];
     struct spool_rec_hdr h, got;
 
-    spool_rec_seal(&h, SPOOL_REC_DONE, 77, NULL, 0);
+    spool_rec_seal(&h, SPOOL_REC_DONE, 77, 5, NULL, 0);
     memcpy(buf, &h, sizeof(h));
     cr_assert_eq(spool_rec_size(0), SPOOL_HDR_SIZE);
-    cr_assert(spool_rec_verify(buf, sizeof(buf), &got));
+    cr_assert(spool_rec_verify(buf, sizeof(buf), 5, &got));
+    cr_assert_not(spool_rec_verify(buf, sizeof(buf), 6, &got), "the seed keys empty records too");
     cr_assert_eq(got.type, SPOOL_REC_DONE);
     cr_assert_eq(got.len, 0);
 }
 
 Test(spool, seg_record_round_trip)
 {
-    char out[64];
-    struct spool_seg_info info = { 0x0123456789ABCDEFull, 7, ARRIVAL }, back;
+    char out[64], p[SPOOL_SEG_PAYLOAD];
+    struct spool_seg_info info = { 0x0123456789ABCDEFull, 7, ARRIVAL, 0xFEDCBA9876543210ull };
+    struct spool_seg_info back;
     struct spool_rec_hdr h;
     size_t n = spool_seg_record(out, sizeof(out), &info);
 
     cr_assert_eq(n, spool_rec_size(SPOOL_SEG_PAYLOAD));
-    cr_assert_leq(n, 64);
+    cr_assert_eq(n, 64);
     cr_assert_eq(spool_seg_record(out, n - 1, &info), 0);
-    cr_assert(spool_rec_verify(out, n, &h));
+    /* the SEG record's own checksum is unkeyed: it is where the seed is read from */
+    cr_assert(spool_rec_verify(out, n, 0, &h));
+    cr_assert_not(spool_rec_verify(out, n, info.seed, &h));
     cr_assert_eq(h.type, SPOOL_REC_SEG);
     cr_assert_eq(h.id, info.seg_id);
     cr_assert_eq(spool_seg_decode(out + SPOOL_HDR_SIZE, h.len, &back), 0);
     cr_assert_eq(back.seg_id, info.seg_id);
     cr_assert_eq(back.reactor, 7);
     cr_assert_eq(back.created, ARRIVAL);
+    cr_assert_eq(back.seed, info.seed);
     cr_assert_eq(spool_seg_decode(out + SPOOL_HDR_SIZE, h.len - 1, &back), -EINVAL);
+    /* another version, or no seed: not a segment recovery can check */
+    memcpy(p, out + SPOOL_HDR_SIZE, sizeof(p));
+    p[20] = 2;
+    cr_assert_eq(spool_seg_decode(p, sizeof(p), &back), -EINVAL);
+    p[20] = 1;
+    memset(p + 24, 0, 8);
+    cr_assert_eq(spool_seg_decode(p, sizeof(p), &back), -EINVAL);
+    p[31] = 1;
+    cr_assert_eq(spool_seg_decode(p, sizeof(p), &back), 0);
+    cr_assert_eq(back.seed, 1ull << 56);
+}
+
+/* A segment that would check records with the public hash is a writer bug. */
+Test(spool, seg_record_without_seed_aborts, .signal = SIGABRT)
+{
+    char out[64];
+    struct spool_seg_info info = { .seg_id = 1, .reactor = 0, .created = ARRIVAL };
+
+    spool_seg_record(out, sizeof(out), &info);
 }
 
 Test(spool, seg_name)
@@ -634,6 +678,7 @@ Test(spool, recover_several_messages)
     cr_assert_eq(idx.nmsg, NMSG);
     cr_assert_eq(idx.nsegments, 1);
     cr_assert_eq(idx.spool_bytes, b.len);
+    cr_assert_eq(idx.bad_segments, 0);
     cr_assert_eq(idx.bad_records, 0);
     cr_assert_eq(idx.torn_bytes, 0);
     cr_assert_eq(idx.incomplete, 0);
@@ -645,6 +690,7 @@ Test(spool, recover_several_messages)
 
         assert_env_eq(&m->env, &f.env[i]);
         cr_assert_eq(m->seg_id, 0x50);
+        cr_assert_eq(m->seed, seg_seed(0x50));
         cr_assert_eq(m->nextent, sp[i].nrec - 1);
         for (unsigned k = 0; k < m->nextent; k++)
             cr_assert_eq(m->ext[k].off, sp[i].roff[k]);
@@ -666,6 +712,7 @@ Test(spool, recover_sorts_by_id)
     struct spool_index idx;
 
     fixture_init(&f, 0x100);
+    sb_seg(&b, 1);
     for (int i = NMSG - 1; i >= 0; i--)
         sb_msg(&b, &f.env[i], f.body[i], f.blen[i], 2);
     write_seg(dir, 1, b.p, b.len);
@@ -892,6 +939,7 @@ Test(spool, sparse_hole_written_with_pwrite)
     fixture_init(&f, 0x100);
     sb_seg(&a, 1);
     sb_msg(&a, &f.env[0], f.body[0], f.blen[0], 1);
+    c.seed = a.seed; /* written into the same segment */
     sb_msg(&c, &f.env[1], f.body[1], f.blen[1], 1);
     spool_seg_name(1, name, sizeof(name));
     snprintf(path, sizeof(path), "%s/%s", dir, name);
@@ -975,13 +1023,18 @@ Test(spool, extent_in_another_segment_is_incomplete)
     struct sb s1 = { 0 };
     struct spool_index idx;
     struct span sp;
+    struct spool_seg_info info = { .seg_id = 2, .reactor = 1, .created = ARRIVAL };
 
     /* s1 holds only the DATA record; s2 the same octets with that record damaged,
-       then the MSG record: extents name records of their own segment only */
+       then the MSG record: extents name records of their own segment only (both
+       segments have the same seed here, so only the damage tells them apart) */
     fixture_init(&f, 0x100);
+    sb_seg(&s1, 1);
     sp = sb_msg(&s1, &f.env[1], f.body[1], f.blen[1], 1);
     write_seg(dir, 1, s1.p, (size_t)sp.roff[1]);
-    memset(s1.p, 0, SPOOL_HDR_SIZE);
+    info.seed = s1.seed;
+    cr_assert_eq(spool_seg_record(s1.p, 64, &info), 64);
+    memset(s1.p + sp.roff[0], 0, SPOOL_HDR_SIZE);
     write_seg(dir, 2, s1.p, s1.len);
     cr_assert_eq(spool_recover(dir, &idx, NULL, NULL), 0);
     cr_assert_eq(idx.nmsg, 0);
@@ -1001,6 +1054,8 @@ Test(spool, duplicate_copies_listed_once)
     struct spool_index idx;
 
     fixture_init(&f, 0x100);
+    sb_seg(&s1, 1);
+    sb_seg(&s2, 2);
     sb_msg(&s1, &f.env[1], f.body[1], f.blen[1], 2);
     sb_msg(&s2, &f.env[1], f.body[1], f.blen[1], 3); /* e.g. a compaction copy */
     write_seg(dir, 1, s1.p, s1.len);
@@ -1008,6 +1063,7 @@ Test(spool, duplicate_copies_listed_once)
     cr_assert_eq(spool_recover(dir, &idx, NULL, NULL), 0);
     cr_assert_eq(idx.nmsg, 1);
     cr_assert_eq(idx.msg[0].seg_id, 1);
+    cr_assert_eq(idx.msg[0].seed, seg_seed(1));
     assert_body(dir, &idx.msg[0], f.body[1], f.blen[1]);
     spool_index_free(&idx);
     fixture_free(&f);
@@ -1059,17 +1115,22 @@ Test(spool, empty_and_missing_folder)
     cr_assert_eq(idx.nsegments, 0);
     spool_index_free(&idx);
 
-    write_seg(dir, 5, "", 0); /* a segment just created */
+    write_seg(dir, 5, "", 0); /* a segment just created: nothing lost, no error */
     cr_assert_eq(spool_recover(dir, &idx, NULL, NULL), 0);
     cr_assert_eq(idx.nsegments, 1);
+    cr_assert_eq(idx.bad_segments, 0);
     cr_assert_eq(idx.nmsg, 0);
     cr_assert_eq(idx.torn_bytes, 0);
     cr_assert_eq(idx.max_id, 5);
     spool_index_free(&idx);
 
-    write_seg(dir, 5, "RMSP\1\1", 6); /* shorter than a header */
+    write_seg(dir, 5, "RMSP\1\1", 6); /* shorter than a header: its SEG record is torn */
     cr_assert_eq(spool_recover(dir, &idx, NULL, NULL), 0);
-    cr_assert_eq(idx.torn_bytes, 6);
+    cr_assert_eq(idx.nsegments, 1);
+    cr_assert_eq(idx.bad_segments, 1);
+    cr_assert_eq(idx.torn_bytes, 0);
+    cr_assert_eq(idx.spool_bytes, 6);
+    cr_assert_eq(idx.max_id, 5);
     spool_index_free(&idx);
 
     snprintf(missing, sizeof(missing), "%s/seg-0000000000000005.rms", dir);
@@ -1155,11 +1216,18 @@ Test(spool, read_body_detects_damage)
     size_t len;
 
     fixture_init(&f, 0x100);
+    sb_seg(&b, 1);
     sp = sb_msg(&b, &f.env[1], f.body[1], f.blen[1], 3);
     write_seg(dir, 1, b.p, b.len);
     cr_assert_eq(spool_recover(dir, &idx, NULL, NULL), 0);
     cr_assert_eq(idx.nmsg, 1);
     assert_body(dir, &idx.msg[0], f.body[1], f.blen[1]);
+
+    /* the records are checked with the segment's seed, not another */
+    idx.msg[0].seed ^= 1;
+    cr_assert_eq(spool_read_body(dir, &idx.msg[0], &body, &len), -EIO);
+    cr_assert_null(body);
+    idx.msg[0].seed ^= 1;
 
     /* damaged after recovery: the body read checks the records again */
     b.p[sp.roff[2] + SPOOL_HDR_SIZE] ^= 0x20;
@@ -1217,6 +1285,301 @@ Test(spool, recover_survives_random_damage)
     free(copy);
     fixture_free(&f);
     free(b.p);
+    rm_spool_dir(dir);
+}
+
+/* ---- segment headers and forged records ---- */
+
+/* Seal one record into out (spool_rec_size(n) octets, padding included). */
+static void
+put_rec(char *out, enum spool_rec_type type, uint64_t id, uint64_t seed, const void *payload,
+        size_t n)
+{
+    struct sb t = { .seed = seed };
+
+    sb_rec(&t, type, id, payload, n);
+    memcpy(out, t.p, t.len);
+    free(t.p);
+}
+
+/* Segment 1 (n1 octets) has no valid SEG record: only segment 2's messages come back. */
+static void
+assert_seg1_bad(const char *dir, size_t n1, size_t n2, const char *what)
+{
+    struct spool_index idx;
+    struct logcap lc = { 0 };
+    char want[600];
+
+    snprintf(want, sizeof(want),
+             "spool: %s/seg-0000000000000001.rms: no valid segment header, %zu octets not read",
+             dir, n1);
+    cr_assert_eq(spool_recover(dir, &idx, cap_log, &lc), 0);
+    cr_assert_eq(idx.nsegments, 2);
+    cr_assert_eq(idx.bad_segments, 1, "%s", what);
+    cr_assert_eq(idx.spool_bytes, n1 + n2);
+    cr_assert_eq(idx.nmsg, 2, "%s", what);
+    cr_assert_eq(idx.msg[0].env.id, 0x102, "%s: the bad segment's DONE record is not read", what);
+    cr_assert_eq(idx.msg[1].env.id, 0x103);
+    cr_assert_eq(idx.msg[0].seg_id, 2);
+    cr_assert_eq(idx.done, 0);
+    cr_assert_eq(idx.bad_records, 0);
+    cr_assert_eq(idx.torn_bytes, 0);
+    cr_assert_eq(idx.incomplete, 0);
+    cr_assert_eq(idx.max_id, 0x103);
+    cr_assert_eq(lc.n, 1, "%s", what);
+    cr_assert_str_eq(lc.lines[0], want, "%s", what);
+    spool_index_free(&idx);
+}
+
+/*
+ * Every way a segment's SEG record can be damaged or missing: the segment is
+ * logged and counted and contributes nothing, not even the DONE record it
+ * holds for a message of another segment; the other segment reads as usual.
+ */
+Test(spool, bad_segment_header_lists_nothing)
+{
+    char *dir = mk_spool_dir();
+    struct fixture f;
+    struct sb s1 = { 0 }, s2 = { 0 };
+    struct spool_index idx;
+    char good[64], pl[SPOOL_SEG_PAYLOAD], other[SPOOL_SEG_PAYLOAD];
+
+    fixture_init(&f, 0x100);
+    sb_seg(&s1, 1);
+    sb_msg(&s1, &f.env[0], f.body[0], f.blen[0], 1);
+    sb_msg(&s1, &f.env[1], f.body[1], f.blen[1], 2);
+    sb_rec(&s1, SPOOL_REC_DONE, 0x102, NULL, 0);
+    sb_seg(&s2, 2);
+    sb_msg(&s2, &f.env[2], f.body[2], f.blen[2], 1);
+    sb_msg(&s2, &f.env[3], f.body[3], f.blen[3], 1);
+    write_seg(dir, 2, s2.p, s2.len);
+    memcpy(good, s1.p, sizeof(good));
+    memcpy(pl, good + SPOOL_HDR_SIZE, sizeof(pl));
+
+    /* intact, for reference: the DONE record in segment 1 finishes 0x102 */
+    write_seg(dir, 1, s1.p, s1.len);
+    cr_assert_eq(spool_recover(dir, &idx, NULL, NULL), 0);
+    cr_assert_eq(idx.bad_segments, 0);
+    cr_assert_eq(idx.nmsg, 3);
+    cr_assert_eq(idx.done, 1);
+    spool_index_free(&idx);
+
+    /* one flipped bit anywhere in the SEG record: header, seed or any other payload field */
+    for (size_t i = 0; i < sizeof(good); i++) {
+        for (int bit = 0; bit < 8; bit++) {
+            char what[64];
+
+            snprintf(what, sizeof(what), "flip at %zu bit %d", i, bit);
+            s1.p[i] = (char)(s1.p[i] ^ (1 << bit));
+            write_seg(dir, 1, s1.p, s1.len);
+            s1.p[i] = (char)(s1.p[i] ^ (1 << bit));
+            assert_seg1_bad(dir, s1.len, s2.len, what);
+        }
+    }
+
+    /* a whole record at offset 0 that checks, but is not this segment's SEG record */
+    put_rec(s1.p, SPOOL_REC_SEG, 1, s1.seed, pl, sizeof(pl));
+    write_seg(dir, 1, s1.p, s1.len);
+    assert_seg1_bad(dir, s1.len, s2.len, "SEG sealed with the segment's seed");
+    put_rec(s1.p, SPOOL_REC_DATA, 1, s1.seed, pl, sizeof(pl));
+    write_seg(dir, 1, s1.p, s1.len);
+    assert_seg1_bad(dir, s1.len, s2.len, "DATA record at offset 0");
+    memcpy(other, pl, sizeof(other));
+    memset(other + 24, 0, 8);
+    put_rec(s1.p, SPOOL_REC_SEG, 1, 0, other, sizeof(other));
+    write_seg(dir, 1, s1.p, s1.len);
+    assert_seg1_bad(dir, s1.len, s2.len, "SEG record without a seed");
+    memcpy(other, pl, sizeof(other));
+    other[20] = 2;
+    put_rec(s1.p, SPOOL_REC_SEG, 1, 0, other, sizeof(other));
+    write_seg(dir, 1, s1.p, s1.len);
+    assert_seg1_bad(dir, s1.len, s2.len, "SEG record of another version");
+    /* never written (the records follow a hole), or torn inside it */
+    memset(s1.p, 0, sizeof(good));
+    write_seg(dir, 1, s1.p, s1.len);
+    assert_seg1_bad(dir, s1.len, s2.len, "hole");
+    memcpy(s1.p, good, sizeof(good));
+    for (size_t n = 1; n < sizeof(good); n++) {
+        char what[32];
+
+        snprintf(what, sizeof(what), "cut at %zu", n);
+        write_seg(dir, 1, s1.p, n);
+        assert_seg1_bad(dir, n, s2.len, what);
+    }
+    fixture_free(&f);
+    free(s1.p);
+    free(s2.p);
+    rm_spool_dir(dir);
+}
+
+/* A second SEG record, even a genuine one, is trusted nowhere but at offset 0. */
+Test(spool, seg_record_after_offset_0_is_bad)
+{
+    char *dir = mk_spool_dir();
+    struct fixture f;
+    struct sb b = { 0 };
+    struct spool_index idx;
+    struct logcap lc = { 0 };
+    struct span sp;
+    uint64_t at;
+
+    fixture_init(&f, 0x100);
+    sb_seg(&b, 1);
+    sb_msg(&b, &f.env[0], f.body[0], f.blen[0], 1);
+    at = b.len;
+    sb_seg(&b, 0xFFFFFFFF00000000ull); /* seed 0, as at offset 0; sets b.seed to its own */
+    b.seed = seg_seed(1);
+    sp = sb_msg(&b, &f.env[1], f.body[1], f.blen[1], 1);
+    write_seg(dir, 1, b.p, b.len);
+
+    cr_assert_eq(spool_recover(dir, &idx, cap_log, &lc), 0);
+    cr_assert_eq(idx.nmsg, 2);
+    cr_assert_eq(idx.bad_records, 1);
+    cr_assert_eq(idx.bad_segments, 0);
+    cr_assert_eq(idx.max_id, 0x101, "the second SEG record's id is not seen");
+    cr_assert_eq(lc.n, 1);
+    cr_assert(log_has(&lc, "bad record at offset"));
+    cr_assert_eq(sp.start, at + 64);
+
+    /* sealed with the segment's seed instead: still bad */
+    put_rec(b.p + at, SPOOL_REC_SEG, 0xFFFFFFFF00000000ull, seg_seed(1), b.p + at + SPOOL_HDR_SIZE,
+            SPOOL_SEG_PAYLOAD);
+    write_seg(dir, 1, b.p, b.len);
+    spool_index_free(&idx);
+    cr_assert_eq(spool_recover(dir, &idx, NULL, NULL), 0);
+    cr_assert_eq(idx.nmsg, 2);
+    cr_assert_eq(idx.bad_records, 1);
+    cr_assert_eq(idx.max_id, 0x101);
+    spool_index_free(&idx);
+    fixture_free(&f);
+    free(b.p);
+    rm_spool_dir(dir);
+}
+
+#define FORGED_ID  0x7FFFFFFF00000001ull
+#define FORGED_SEG 0xFFFFFFFF00000000ull
+
+/*
+ * Segment 1: message 0x100 (A); then 0x101 (B), whose DATA record is torn
+ * (its header never reached the disk) and whose body is a sender's: some
+ * text, then, 8-aligned and laid out for the offsets they land at, a DATA and
+ * MSG pair for message FORGED_ID, a DONE record for A, and two SEG records
+ * (one sealed with forge_seed, one with 0 like a real one), all sealed with
+ * forge_seed; then 0x102 (C). Recovery resynchronises from B's torn header
+ * through B's body 8 octets at a time, so it reads every forged record.
+ */
+static void
+write_forged_seg(const char *dir, struct fixture *f, struct envelope *forged, const char *body,
+                 size_t len, uint64_t forge_seed)
+{
+    static const char text[] = "Hello,\r\nplease find below the invoice.\r\n\r\n";
+    struct spool_seg_info info = {
+        .seg_id = FORGED_SEG, .reactor = 1, .created = ARRIVAL, .seed = 0x5EED
+    };
+    struct sb b = { 0 }, fg = { .seed = forge_seed };
+    char segrec[64];
+    struct span sp;
+    size_t base;
+
+    sb_seg(&b, 1);
+    sb_msg(&b, &f->env[0], f->body[0], f->blen[0], 1);
+    base = b.len + SPOOL_HDR_SIZE; /* where B's body will land */
+    sb_reserve(&fg, base + 64);
+    memset(fg.p, 0, base);
+    memset(fg.p + base, ' ', 64);
+    memcpy(fg.p + base, text, sizeof(text) - 1);
+    fg.len = base + 64;
+    sb_msg(&fg, forged, body, len, 1);
+    sb_rec(&fg, SPOOL_REC_DONE, f->env[0].id, NULL, 0);
+    cr_assert_eq(spool_seg_record(segrec, sizeof(segrec), &info), 64);
+    sb_rec(&fg, SPOOL_REC_SEG, FORGED_SEG, segrec + SPOOL_HDR_SIZE, SPOOL_SEG_PAYLOAD);
+    sb_reserve(&fg, 64 + 11);
+    memcpy(fg.p + fg.len, segrec, 64);
+    memcpy(fg.p + fg.len + 64, "\r\nRegards\r\n", 11);
+    fg.len += 64 + 11;
+
+    sp = sb_msg(&b, &f->env[1], fg.p + base, fg.len - base, 1);
+    cr_assert_eq(sp.roff[0] + SPOOL_HDR_SIZE, base);
+    memset(b.p + sp.roff[0], 0, SPOOL_HDR_SIZE); /* the torn record */
+    sb_msg(&b, &f->env[2], f->body[2], f->blen[2], 1);
+    write_seg(dir, 1, b.p, b.len);
+    free(fg.p);
+    free(b.p);
+}
+
+/* Records forged in a body with any seed but the segment's never come back. */
+Test(spool, forged_records_in_a_body_are_never_recovered)
+{
+    static const char body[] = "Wire the money today.\r\n";
+    char *dir = mk_spool_dir();
+    struct fixture f;
+    struct envelope forged;
+    const uint64_t right = seg_seed(1);
+    const uint64_t wrong[] = {
+        0, /* the unkeyed XXH3-64 of the old format: anyone can compute it */
+        right ^ 1, right ^ (1ull << 63), right + 1, ~right, seg_seed(2), 0x5EED,
+    };
+
+    fixture_init(&f, 0x100);
+    make_env(&forged, FORGED_ID, "ceo@victim.example", 2);
+    for (size_t w = 0; w < ARRAY_SIZE(wrong); w++) {
+        struct spool_index idx;
+        struct logcap lc = { 0 };
+
+        write_forged_seg(dir, &f, &forged, body, sizeof(body) - 1, wrong[w]);
+        cr_assert_eq(spool_recover(dir, &idx, cap_log, &lc), 0);
+        cr_assert_eq(idx.nmsg, 2, "seed %zu", w);
+        cr_assert_eq(idx.msg[0].env.id, 0x100, "no forged DONE record took A away");
+        cr_assert_eq(idx.msg[1].env.id, 0x102);
+        cr_assert_eq(idx.done, 0);
+        cr_assert_eq(idx.incomplete, 1, "B, whose DATA record is torn");
+        cr_assert_eq(idx.bad_records, 1, "one bad run: from B's torn header to its MSG record");
+        cr_assert_eq(idx.bad_segments, 0);
+        cr_assert_eq(idx.torn_bytes, 0);
+        cr_assert_eq(idx.max_id, 0x102, "no forged id is seen");
+        cr_assert_eq(lc.n, 2);
+        cr_assert(log_has(&lc, "message 0000000000000101 incomplete"));
+        assert_body(dir, &idx.msg[0], f.body[0], f.blen[0]);
+        assert_body(dir, &idx.msg[1], f.body[2], f.blen[2]);
+        spool_index_free(&idx);
+    }
+    env_free(&forged);
+    fixture_free(&f);
+    rm_spool_dir(dir);
+}
+
+/*
+ * The same forged records sealed with the segment's own seed do come back:
+ * the resynchronisation really walks through them, so the test above proves
+ * something. Only the seed, which never leaves the spool, stops them.
+ */
+Test(spool, forged_records_with_the_segment_seed_are_recovered)
+{
+    static const char body[] = "Wire the money today.\r\n";
+    char *dir = mk_spool_dir();
+    struct fixture f;
+    struct envelope forged;
+    struct spool_index idx;
+    struct logcap lc = { 0 };
+
+    fixture_init(&f, 0x100);
+    make_env(&forged, FORGED_ID, "ceo@victim.example", 2);
+    write_forged_seg(dir, &f, &forged, body, sizeof(body) - 1, seg_seed(1));
+    cr_assert_eq(spool_recover(dir, &idx, cap_log, &lc), 0);
+    cr_assert_eq(idx.nmsg, 2);
+    cr_assert_eq(idx.msg[0].env.id, 0x102);
+    cr_assert_eq(idx.msg[1].env.id, FORGED_ID);
+    assert_env_eq(&idx.msg[1].env, &forged);
+    assert_body(dir, &idx.msg[1], body, sizeof(body) - 1);
+    cr_assert_eq(idx.done, 1, "the forged DONE record took A away");
+    cr_assert_eq(idx.incomplete, 1);
+    /* the torn header's run, and the run of the two SEG records: not at offset 0, so bad */
+    cr_assert_eq(idx.bad_records, 2);
+    cr_assert_eq(idx.max_id, FORGED_ID, "the forged SEG records' id is not seen");
+    cr_assert_eq(lc.n, 3);
+    spool_index_free(&idx);
+    env_free(&forged);
+    fixture_free(&f);
     rm_spool_dir(dir);
 }
 
