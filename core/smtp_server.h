@@ -87,9 +87,9 @@ enum smtp_session_flag {
 /* Reasons a message in DATA/BDAT is refused at its end (SMTP_F_MSG_BAD). */
 enum smtp_msg_error {
     SMTP_MSG_OK = 0,
-    SMTP_MSG_TOO_BIG,      /* 552 5.3.4 message_size_limit */
+    SMTP_MSG_TOO_BIG,       /* 552 5.3.4 message_size_limit */
     SMTP_MSG_LINE_TOO_LONG, /* 552 5.3.4 max_line_length */
-    SMTP_MSG_BARE_NEWLINE, /* 550 5.5.2 bare_newline: reject */
+    SMTP_MSG_BARE_NEWLINE,  /* 550 5.5.2 bare_newline: reject */
 };
 
 struct smtp_session {
@@ -98,31 +98,23 @@ struct smtp_session {
     void *ctx;
 
     enum smtp_state state;
-    uint32_t flags;     /* SMTP_F_* */
-    unsigned errors;    /* protocol errors so far, against smtpd_hard_error_limit */
+    uint32_t flags;               /* SMTP_F_* */
+    unsigned errors;              /* protocol errors so far, against smtpd_hard_error_limit */
     char client[CONFIG_HOST_MAX]; /* client address text */
     char helo[256];               /* last EHLO/HELO argument */
     uint8_t helo_len;
 
     struct envelope env; /* the transaction in progress */
 
-    /* DATA scanner state (byte-level: survives any split of the input) */
-    uint8_t data_state;
-    bool data_strict_bol; /* the line began after a real CRLF */
+    /* DATA/BDAT state; the byte-level scanner state is in `data` below */
     enum smtp_msg_error msg_error;
-    uint64_t line_len;    /* octets of the current body line so far */
-    uint64_t msg_size;    /* octets of body received (stored or not) */
-    uint64_t bdat_left;   /* octets of the current BDAT chunk still to read */
-    bool bdat_last;       /* the current chunk is BDAT ... LAST */
-    bool bdat_failed;     /* a BDAT of this transaction failed: skip the rest */
-    bool data_cr_pending; /* BDAT: a CR ended the last chunk */
+    uint64_t bdat_left; /* octets of the current BDAT chunk still to read */
+    bool bdat_last;     /* the current chunk is BDAT ... LAST */
+    bool bdat_failed;   /* skipping the bytes of a refused chunk */
 
     /* counters for the connection's log line */
     uint32_t nmsg_accepted, nmsg_refused, nrcpt_refused;
 
-    /* Added with core/smtp_server.c. The data_state, data_strict_bol,
-       line_len, msg_size and data_cr_pending fields above mirror `data` after
-       every scan step (read-only for the driver). */
     struct smtp_data data;       /* the DATA/BDAT body scanner (core/smtp_data.h) */
     size_t scanned;              /* command parser cursor into the unconsumed input */
     uint16_t hdr_off;            /* octets of our Received: header already stored */
