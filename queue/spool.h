@@ -74,10 +74,10 @@ struct spool_rec_hdr {
     uint8_t type;    /* enum spool_rec_type */
     uint8_t version; /* SPOOL_VERSION */
     uint16_t reserved;
-    uint32_t len;    /* payload octets, padding excluded */
+    uint32_t len; /* payload octets, padding excluded */
     uint32_t reserved2;
-    uint64_t id;     /* message id (queue id); segment id for SEG */
-    uint64_t csum;   /* XXH3-64 of header (csum = 0) + payload */
+    uint64_t id;   /* message id (queue id); segment id for SEG */
+    uint64_t csum; /* XXH3-64, segment seed (0 for SEG), of header (csum = 0) + payload */
 };
 _Static_assert(sizeof(struct spool_rec_hdr) == SPOOL_HDR_SIZE, "spool header is 32 octets");
 
@@ -122,8 +122,8 @@ bool spool_rec_verify(const char *p, size_t avail, uint64_t seed, struct spool_r
  * octets of padding. seed is the seed of the segment the record goes into
  * (spool_seg_info.seed); only spool_seg_record() seals with 0.
  */
-void spool_rec_seal(struct spool_rec_hdr *hdr, enum spool_rec_type type, uint64_t id,
-                    uint64_t seed, const struct iovec *payload, int niov);
+void spool_rec_seal(struct spool_rec_hdr *hdr, enum spool_rec_type type, uint64_t id, uint64_t seed,
+                    const struct iovec *payload, int niov);
 
 /* SEG payload, written by spool_seg_record(): what a new segment starts with. */
 struct spool_seg_info {
@@ -181,14 +181,14 @@ struct spool_msg {
 struct spool_index {
     struct spool_msg *msg; /* pending messages (no DONE record), by id ascending */
     size_t nmsg, cap;
-    uint64_t max_id;      /* largest message or segment id seen, for unique ids after restart */
+    uint64_t max_id; /* largest message or segment id seen, for unique ids after restart */
     uint64_t nsegments;
     uint64_t bad_segments; /* non-empty segments without a valid SEG record at 0: not read */
     uint64_t bad_records;  /* records skipped for a bad checksum or header */
-    uint64_t torn_bytes;  /* octets skipped at segment tails */
-    uint64_t incomplete;  /* MSG records whose DATA records were missing or bad */
-    uint64_t done;        /* messages with a DONE record */
-    uint64_t spool_bytes; /* total segment octets */
+    uint64_t torn_bytes;   /* octets skipped at segment tails */
+    uint64_t incomplete;   /* MSG records whose DATA records were missing or bad */
+    uint64_t done;         /* messages with a DONE record */
+    uint64_t spool_bytes;  /* total segment octets */
 };
 
 /* Log callback for recovery findings (bad segment, torn tail, bad record): one line, no

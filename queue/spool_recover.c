@@ -14,8 +14,8 @@
  * empty segment was created and never written, and is no error.
  *
  * Records are then read from the end of the SEG record on. A record that does
- * not check (header, bounds, SEG type, checksum) opens a bad run; the scan moves on 8
- * octets at a time until a record checks again. A bad run that ends at a
+ * not check (header, bounds, a SEG type, checksum) opens a bad run; the scan
+ * moves on 8 octets at a time until a record checks again. A bad run that ends at a
  * valid record is a bad record (writes completed out of order, or damage); a
  * bad run that reaches the end of the file is a torn tail. Bad runs are
  * logged once each, not once per 8 octets.
@@ -136,7 +136,7 @@ seg_record_at(struct seg_reader *r, uint64_t off, uint64_t seed, struct spool_re
         return 0;
     if (!spool_rec_hdr_check(p, h) || h->len > r->size - off - SPOOL_HDR_SIZE)
         return 0;
-    /* seed 0 is public: a SEG record is trusted at offset 0, where no body can be, only */
+    /* sealed with the public seed 0, a SEG record is trusted only at offset 0: no body is there */
     if ((h->type == SPOOL_REC_SEG) != (off == 0))
         return 0;
     rc = seg_view(r, off, SPOOL_HDR_SIZE + h->len, &p);

@@ -1522,7 +1522,7 @@ Test(spool, forged_records_in_a_body_are_never_recovered)
 
     fixture_init(&f, 0x100);
     make_env(&forged, FORGED_ID, "ceo@victim.example", 2);
-    for (size_t w = 0; w < ARRAY_SIZE(wrong); w++) {
+    for (size_t w = 0; w < sizeof(wrong) / sizeof(wrong[0]); w++) {
         struct spool_index idx;
         struct logcap lc = { 0 };
 
