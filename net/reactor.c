@@ -166,26 +166,47 @@ reactor_log_sink(void *arg, const char *line, size_t len)
 }
 
 static void
-log_flush(struct reactor *r)
+log_submit(struct reactor *r, int b)
 {
-    int a = r->log_active;
-    struct io_uring_sqe *sqe;
+    struct io_uring_sqe *sqe = reactor_sqe(r);
 
-    if (r->log_writing || r->log_len[a] == 0)
-        return;
-    sqe = reactor_sqe(r);
     /* offset -1: the current file position, right for pipes, ttys and O_APPEND files */
-    io_uring_prep_write(sqe, 2, r->log_buf[a], r->log_len[a], (uint64_t)-1);
+    io_uring_prep_write(sqe, 2, r->log_buf[b] + r->log_off, r->log_len[b] - r->log_off,
+                        (uint64_t)-1);
     io_uring_sqe_set_data64(sqe, ud_make(0, 0, OP_LOG));
     r->log_writing = true;
-    r->log_active = !a;
 }
 
 static void
-log_done(struct reactor *r)
+log_flush(struct reactor *r)
 {
+    int a = r->log_active;
+
+    if (r->log_writing || r->log_len[a] == 0)
+        return;
+    r->log_off = 0;
+    r->log_active = !a;
+    log_submit(r, a);
+}
+
+static void
+log_done(struct reactor *r, int res)
+{
+    int b = !r->log_active;
+
     r->log_writing = false;
-    r->log_len[!r->log_active] = 0;
+    if (res > 0 && r->log_off + (uint32_t)res < r->log_len[b]) {
+        r->log_off += (uint32_t)res; /* a short write to a pipe: the rest goes next */
+        log_submit(r, b);
+        return;
+    }
+    if (res == -EINTR || res == -EAGAIN) {
+        log_submit(r, b);
+        return;
+    }
+    if (res <= 0)
+        STAT_INC(r, log_dropped, 1); /* stderr is gone: nobody is left to tell */
+    r->log_len[b] = 0;
 }
 
 /* ---- set-up ---- */
@@ -431,7 +452,7 @@ handle_cqe(struct reactor *r, struct io_uring_cqe *cqe)
             arm_wake(r);
         return;
     case OP_LOG:
-        log_done(r);
+        log_done(r, cqe->res);
         return;
     case OP_NONE:
         break;

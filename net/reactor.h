@@ -199,6 +199,7 @@ struct reactor {
     /* log lines from this thread, written to stderr through the ring */
     char *log_buf[2];
     uint32_t log_len[2], log_cap[2];
+    uint32_t log_off; /* octets of the buffer in flight already written */
     int log_active;
     bool log_writing;
 

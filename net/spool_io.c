@@ -248,8 +248,10 @@ seg_switch(struct reactor *r, struct segment *s, bool ok)
     }
     s->current = true;
     r->seg = s;
-    old->current = false;
-    seg_unref(r, old); /* the reactor's reference; closed once nothing else holds it */
+    if (old != NULL) {
+        old->current = false;
+        seg_unref(r, old); /* the reactor's reference; closed once nothing else holds it */
+    }
     log_msg(LOG_INFO, "event=segment_rotated reactor=%u segment=%s", r->index, r->seg_open_name);
 }
 
@@ -315,6 +317,10 @@ spool_io_msg_begin(struct reactor *r, struct conn *c, struct envelope *env)
 
     if (r->stopping)
         return -EAGAIN;
+    if (r->seg == NULL) {
+        seg_rotate(r); /* no segment could be made yet (disk full at start): try again */
+        return -ENOSPC;
+    }
     if (r->seg->end >= r->cfg->spool_segment_size)
         seg_rotate(r);
     m = calloc(1, sizeof(*m));
@@ -632,13 +638,17 @@ spool_io_init(struct reactor *r, uint64_t last_id)
         rc = -errno;
         log_msg(LOG_ERR, "event=fatal reactor=%u what=spool_dir dir=%s error=\"%s\"", r->index,
                 r->cfg->spool_dir, strerror(errno));
+        free(r->writes);
+        r->writes = NULL;
         return rc;
     }
     rc = seg_open_sync(r);
     if (rc < 0) {
-        log_msg(LOG_ERR, "event=fatal reactor=%u what=segment dir=%s error=\"%s\"", r->index,
-                r->cfg->spool_dir, strerror(-rc));
-        return rc;
+        /* a full disk at start is not fatal: messages get 452 until a segment can be made */
+        log_msg(LOG_ERR,
+                "event=spool_error reactor=%u what=segment dir=%s error=\"%s\" "
+                "note=\"retried at the next message\"",
+                r->index, r->cfg->spool_dir, strerror(-rc));
     }
     return 0;
 }
