@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "core/compiler.h"
+#include "core/dsn.h"
 #include "core/log.h"
 #include "core/smtp_parse.h"
 
@@ -402,12 +403,12 @@ cmd_helo(struct smtp_session *s, const struct smtp_cmd *c, bool ehlo)
     if (cfg->message_size_limit != 0) {
         reply(s,
               "250-%s\r\n250-PIPELINING\r\n250-SIZE %" PRIu64 "\r\n250-8BITMIME\r\n"
-              "250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n250 CHUNKING",
+              "250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n250-DSN\r\n250 CHUNKING",
               cfg->myhostname, cfg->message_size_limit);
     } else {
         reply(s,
               "250-%s\r\n250-PIPELINING\r\n250-SIZE\r\n250-8BITMIME\r\n"
-              "250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n250 CHUNKING",
+              "250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n250-DSN\r\n250 CHUNKING",
               cfg->myhostname);
     }
 }
@@ -512,8 +513,19 @@ cmd_mail(struct smtp_session *s, const struct smtp_cmd *c)
                 return;
             }
             eflags |= ENV_F_SMTPUTF8;
+        } else if (slice_eq_nocase(p->key, "RET") || slice_eq_nocase(p->key, "ENVID")) {
+            continue; /* DSN (RFC 3461): checked together below */
         } else {
             unsupported_option(s, "MAIL", p);
+            return;
+        }
+    }
+    {
+        struct dsn_mail dm;
+        enum dsn_param_rc rc = dsn_parse_mail_params(path.params, &dm);
+
+        if (rc != DSN_PARAM_OK) {
+            reply_error(s, "MAIL", "%s", dsn_param_reply(rc));
             return;
         }
     }
@@ -555,11 +567,26 @@ cmd_rcpt(struct smtp_session *s, const struct smtp_cmd *c)
         s->nrcpt_refused++;
         return;
     }
+    for (unsigned i = 0; i < path.nparam; i++) {
+        const struct smtp_param *p = &path.param[i];
+
+        /* only DSN's are advertised for RCPT (RFC 5321 4.1.1.11) */
+        if (!(s->flags & SMTP_F_ESMTP) ||
+            (!slice_eq_nocase(p->key, "NOTIFY") && !slice_eq_nocase(p->key, "ORCPT"))) {
+            s->nrcpt_refused++;
+            unsupported_option(s, "RCPT", p);
+            return;
+        }
+    }
     if (path.nparam > 0) {
-        /* none advertised (no DSN): RFC 5321 4.1.1.11 */
-        s->nrcpt_refused++;
-        unsupported_option(s, "RCPT", &path.param[0]);
-        return;
+        struct dsn_rcpt dr;
+        enum dsn_param_rc rc = dsn_parse_rcpt_params(path.params, &dr);
+
+        if (rc != DSN_PARAM_OK) {
+            s->nrcpt_refused++;
+            reply_error(s, "RCPT", "%s", dsn_param_reply(rc));
+            return;
+        }
     }
     if (path.utf8 && !(s->env.flags & ENV_F_SMTPUTF8)) {
         s->nrcpt_refused++;

@@ -312,7 +312,7 @@ content(const struct fake_msg *m)
 
 #define EHLO_REPLY                                                                                 \
     "250-mx.test\r\n250-PIPELINING\r\n250-SIZE 10240000\r\n250-8BITMIME\r\n"                       \
-    "250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n250 CHUNKING\r\n"
+    "250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n250-DSN\r\n250 CHUNKING\r\n"
 
 /* ---- basics ---- */
 
@@ -419,7 +419,7 @@ Test(smtp_server, ehlo_size_without_limit_and_helo_syntax)
     take(f);
     expect(f, "EHLO x\r\n",
            "250-mx.test\r\n250-PIPELINING\r\n250-SIZE\r\n250-8BITMIME\r\n"
-           "250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n250 CHUNKING\r\n");
+           "250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n250-DSN\r\n250 CHUNKING\r\n");
     expect(f, "EHLO\r\n", "501 5.5.4 Syntax: EHLO hostname\r\n");
     expect(f, "HELO   \r\n", "501 5.5.4 Syntax: HELO hostname\r\n");
     fake_free(f);
@@ -467,11 +467,32 @@ Test(smtp_server, mail_rcpt_errors)
     expect(f, "MAIL FROM: <a@b> SIZE=10240000\r\n", "250 2.1.0 Ok\r\n");
     expect(f, "RCPT TO:b@c\r\n", "501 5.5.4 Syntax: RCPT TO:<address>\r\n");
     expect(f, "RCPT TO:<b@>\r\n", "501 5.1.3 Bad recipient address syntax\r\n");
-    expect(f, "RCPT TO:<b@c> NOTIFY=NEVER\r\n", "555 5.5.4 Unsupported option: NOTIFY\r\n");
+    expect(f, "RCPT TO:<b@c> FOO=1\r\n", "555 5.5.4 Unsupported option: FOO\r\n");
+    expect(f, "RCPT TO:<b@c> NOTIFY=NEVER,SUCCESS\r\n",
+           "501 5.5.4 Bad NOTIFY parameter syntax\r\n");
     expect(f, "RCPT TO:<\xc3\xbc@c>\r\n",
            "553 5.6.7 Must declare SMTPUTF8 to send unicode address\r\n");
     expect(f, "RCPT TO: <b@c>\r\n", "250 2.1.5 Ok\r\n");
-    cr_assert_eq(f->s.nrcpt_refused, 4);
+    cr_assert_eq(f->s.nrcpt_refused, 5);
+    fake_free(f);
+}
+
+/* RFC 3461: DSN's parameters are taken, checked, and kept in the envelope as given. */
+Test(smtp_server, dsn_parameters_are_kept)
+{
+    struct fake *f = ready(NULL);
+    struct slice v;
+
+    expect(f, "MAIL FROM:<a@b> RET=BOGUS\r\n", "501 5.5.4 Bad RET parameter syntax\r\n");
+    expect(f, "MAIL FROM:<a@b> RET=HDRS ENVID=QQ+2Bx\r\n", "250 2.1.0 Ok\r\n");
+    expect(f, "RCPT TO:<b@c> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;b+40c\r\n", "250 2.1.5 Ok\r\n");
+    cr_assert_eq(f->s.env.nrcpt, 1);
+    v = env_get(&f->s.env, f->s.env.mail_params);
+    cr_assert(v.len == 21 && memcmp(v.p, "RET=HDRS ENVID=QQ+2Bx", 21) == 0, "%.*s", (int)v.len,
+              v.p);
+    v = env_get(&f->s.env, f->s.env.rcpt[0].params);
+    cr_assert(v.len > 0 && memcmp(v.p, "NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;b+40c", v.len) == 0,
+              "%.*s", (int)v.len, v.p);
     fake_free(f);
 }
 
