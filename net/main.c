@@ -13,6 +13,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <liburing.h>
 #include <signal.h>
@@ -169,6 +170,35 @@ raise_nofile(unsigned want)
     }
 }
 
+/*
+ * Reactors write their log lines to fd 2 through their own rings at the
+ * current file position: on a regular file that position would race between
+ * them and lines would overwrite each other, so a file is switched to append.
+ */
+static void
+stderr_append(void)
+{
+    struct stat st;
+    int fl = fcntl(2, F_GETFL);
+
+    if (fl != -1 && fstat(2, &st) == 0 && S_ISREG(st.st_mode) && !(fl & O_APPEND))
+        (void)fcntl(2, F_SETFL, fl | O_APPEND);
+}
+
+/* Start-up failed: release the reactors not started (listening sockets). */
+static void
+reactors_free(struct reactor *reactors, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++) {
+        for (unsigned j = 0; j < reactors[i].nlisten && reactors[i].listen_fd; j++) {
+            if (reactors[i].listen_fd[j] >= 0)
+                close(reactors[i].listen_fd[j]);
+        }
+        free(reactors[i].listen_fd);
+    }
+    free(reactors);
+}
+
 static int
 run(const struct ringmail_config *cfg)
 {
@@ -215,6 +245,7 @@ run(const struct ringmail_config *cfg)
     reactors = calloc(n, sizeof(*reactors));
     if (reactors == NULL)
         return 1;
+    stderr_append();
     for (unsigned i = 0; i < n; i++) {
         reactors[i].index = i;
         reactors[i].last_id = idx.max_id;
@@ -222,6 +253,8 @@ run(const struct ringmail_config *cfg)
         rc = reactor_listen(&reactors[i], cfg, err, sizeof(err));
         if (rc < 0) {
             log_msg(LOG_ERR, "event=fatal what=listen %s", err);
+            spool_index_free(&idx);
+            reactors_free(reactors, i + 1);
             return 1;
         }
     }
@@ -234,6 +267,7 @@ run(const struct ringmail_config *cfg)
                 reactor_stop(&reactors[j]);
                 reactor_join(&reactors[j]);
             }
+            reactors_free(reactors, n);
             return 1;
         }
     }

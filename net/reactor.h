@@ -203,6 +203,8 @@ struct reactor {
     int log_active;
     bool log_writing;
 
+    char discard[4096]; /* where the body of a message whose storage failed goes */
+
     struct reactor_stats stats;
 };
 

@@ -374,8 +374,10 @@ spool_io_body_space(struct reactor *r, struct conn *c, size_t *room)
     const size_t cap = BODY_CHUNK - SPOOL_HDR_SIZE - SPOOL_ALIGN;
 
     *room = 0;
-    if (m == NULL || m->err)
+    if (m == NULL)
         return NULL;
+    if (m->err)
+        goto discard;
     if (m->chunk != NULL && m->chunk_len == cap) {
         /* full: write it out and carry on in a fresh chunk */
         struct iovec iov;
@@ -385,8 +387,8 @@ spool_io_body_space(struct reactor *r, struct conn *c, size_t *room)
         iov.iov_len = chunk_seal(m, c->sess.env.id);
         if (ext_add(m, off, m->chunk_len) < 0 ||
             submit_write(r, m->seg, m, m->chunk, NULL, &iov, 1) < 0) {
-            m->err = -ENOMEM; /* reported at the end of the message as 452 */
-            return NULL;
+            m->err = -ENOMEM;
+            goto discard;
         }
         m->chunk = NULL;
         if (m->writes >= BODY_INFLIGHT)
@@ -394,19 +396,28 @@ spool_io_body_space(struct reactor *r, struct conn *c, size_t *room)
     }
     if (m->chunk == NULL) {
         m->chunk = buf_pool_get(&r->chunk_pool);
-        if (m->chunk == NULL)
-            return NULL;
+        if (m->chunk == NULL) {
+            m->err = -ENOMEM;
+            goto discard;
+        }
         m->chunk_len = 0;
     }
     *room = cap - m->chunk_len;
     return m->chunk + SPOOL_HDR_SIZE + m->chunk_len;
+
+discard:
+    /* storage failed: the rest of the body is read into the void (the session stays in
+       sync) and the message gets 452 4.3.1 at its end */
+    *room = sizeof(r->discard);
+    return r->discard;
 }
 
 void
 spool_io_body_commit(struct reactor *r, struct conn *c, size_t n)
 {
     (void)r;
-    c->msg->chunk_len += (uint32_t)n;
+    if (c->msg->err == 0)
+        c->msg->chunk_len += (uint32_t)n;
 }
 
 void
