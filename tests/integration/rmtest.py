@@ -1,0 +1,506 @@
+"""rmtest: helpers for ringmail's integration tests (stdlib only).
+
+- find the binary (env RINGMAIL_BIN, set by CTest; else build/release/ringmail)
+- pick free loopback ports
+- start ringmail in the foreground with a temporary spool and -o options,
+  wait (bounded) until it accepts connections, capture its stderr to a file
+- stop it by PID with SIGTERM (or SIGKILL), never by name
+- read `ringmail queue list` and parse it
+- a tiny check/report harness: every script ends with "N passed, M failed"
+- skip(): exit 77 (CTest SKIP_RETURN_CODE) when a peer tool is missing
+
+Every loop here is bounded in count and time. Only loopback addresses are used.
+"""
+
+import atexit
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SRC = os.environ.get("RINGMAIL_SRC") or os.path.abspath(os.path.join(HERE, "..", ".."))
+LOOPBACK = "127.0.0.1"
+
+_servers = []   # every Server started by this process, stopped at exit
+_tempdirs = []  # temp dirs created here, removed at exit unless RMTEST_KEEP=1
+
+
+def binary():
+    """Path of the ringmail binary under test."""
+    b = os.environ.get("RINGMAIL_BIN")
+    if not b:
+        b = os.path.join(SRC, "build", "release", "ringmail")
+    if not (os.path.isfile(b) and os.access(b, os.X_OK)):
+        print("rmtest: ringmail binary not found at %s (set RINGMAIL_BIN)" % b, flush=True)
+        sys.exit(1)
+    return b
+
+
+def skip(why):
+    """Skip the whole test script (CTest counts exit 77 as skipped)."""
+    print("SKIP: %s" % why, flush=True)
+    sys.exit(77)
+
+
+def need_tool(*names):
+    """Return the path of the first tool found (PATH, /usr/sbin, /usr/bin); skip if none."""
+    for n in names:
+        p = shutil.which(n) or shutil.which(n, path="/usr/sbin:/usr/bin:/sbin:/bin")
+        if p:
+            return p
+    skip("peer tool missing: %s" % " or ".join(names))
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.bind((LOOPBACK, 0))
+        return s.getsockname()[1]
+    finally:
+        s.close()
+
+
+def tempdir(prefix="rmtest-", base=None):
+    d = tempfile.mkdtemp(prefix=prefix, dir=base)
+    _tempdirs.append(d)
+    return d
+
+
+def wait_port(port, timeout=10.0, proc=None):
+    """Connect loop until something accepts on 127.0.0.1:port; bounded by timeout."""
+    deadline = time.monotonic() + timeout
+    for _ in range(int(timeout / 0.05) + 1):
+        if proc is not None and proc.poll() is not None:
+            return False
+        try:
+            s = socket.create_connection((LOOPBACK, port), timeout=0.5)
+            s.close()
+            return True
+        except OSError:
+            pass
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.05)
+    return False
+
+
+class Server:
+    """One ringmail process: `Server(opts={...}).start()`, then .port, .spool, .stop()."""
+
+    def __init__(self, opts=None, spool=None, port=None, config=None, name="ringmail",
+                 extra_args=None, log_append=True):
+        self.bin = binary()
+        self.port = port or free_port()
+        self.spool = spool or os.path.join(tempdir(), "spool")
+        self.opts = dict(opts or {})
+        self.config = config
+        self.name = name
+        self.extra_args = list(extra_args or [])
+        self.proc = None
+        self.logdir = tempdir(prefix="rmtest-log-")
+        self.logpath = None
+        self.nstarts = 0
+        self._logf = None
+        # stderr is opened O_APPEND by default, as log files are; the reactors
+        # write their log lines with io_uring at the current file position,
+        # which loses lines on a plain (non-append) file: log_append=False
+        # reproduces that
+        self.log_append = log_append
+
+    def args(self):
+        a = [self.bin]
+        if self.config:
+            a += ["-c", self.config]
+        o = {"listen": "%s:%d" % (LOOPBACK, self.port), "spool_dir": self.spool,
+             "myhostname": "rmtest.example"}
+        o.update(self.opts)
+        for k, v in o.items():
+            a += ["-o", "%s=%s" % (k, v)]
+        return a + self.extra_args
+
+    def start(self, timeout=15.0, probe=True):
+        assert self.proc is None or self.proc.poll() is not None, "already running"
+        self.nstarts += 1
+        self.logpath = os.path.join(self.logdir, "%s.%d.stderr" % (self.name, self.nstarts))
+        self._logf = open(self.logpath, "ab" if self.log_append else "wb")
+        self.proc = subprocess.Popen(self.args(), stdin=subprocess.DEVNULL,
+                                     stdout=self._logf, stderr=self._logf)
+        if self not in _servers:
+            _servers.append(self)
+        if not self.wait_ready(timeout, probe):
+            out = self.log()
+            self.kill()
+            raise RuntimeError("ringmail did not start listening on port %d within %.0fs; "
+                               "log:\n%s" % (self.port, timeout, out[-4000:]))
+        return self
+
+    def wait_ready(self, timeout, probe=True):
+        """Bounded wait for 'event=started' in the log, then (optionally) one connect."""
+        deadline = time.monotonic() + timeout
+        for _ in range(int(timeout / 0.02) + 1):
+            if self.proc.poll() is not None:
+                return False
+            if "event=started" in self.log():
+                break
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+        else:
+            return False
+        if probe:
+            return wait_port(self.port, max(0.5, deadline - time.monotonic()), self.proc)
+        return True
+
+    @property
+    def pid(self):
+        return self.proc.pid if self.proc else None
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout=15.0):
+        """SIGTERM by PID; SIGKILL if it has not exited within timeout. Returns the exit code."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            try:
+                os.kill(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                print("rmtest: ringmail pid %d ignored SIGTERM for %.0fs; SIGKILL"
+                      % (self.proc.pid, timeout), flush=True)
+                self.kill()
+                return "killed"
+        self._close_log()
+        return self.proc.returncode
+
+    def kill(self):
+        """SIGKILL by PID (a crash, as far as the spool can tell)."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            try:
+                os.kill(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
+        self._close_log()
+        return self.proc.returncode
+
+    def _close_log(self):
+        if self._logf is not None:
+            self._logf.close()
+            self._logf = None
+
+    def log(self, which=None):
+        """The stderr of the current (or the which-th) start, as text."""
+        p = self.logpath if which is None else os.path.join(
+            self.logdir, "%s.%d.stderr" % (self.name, which))
+        try:
+            with open(p, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except (OSError, TypeError):
+            return ""
+
+    def events(self, event, which=None):
+        """Log lines with event=EVENT, each parsed into a dict of key=value."""
+        out = []
+        for line in self.log(which).splitlines():
+            if (" event=%s " % event) in (" " + line + " ") or line.startswith("event=%s " % event):
+                out.append(parse_kv(line))
+        return out
+
+    def queue_list(self, timeout=60):
+        return queue_list(self.spool, self.bin, timeout=timeout)
+
+    def rss(self):
+        return proc_rss(self.pid)
+
+
+_KV = re.compile(r'([A-Za-z_][A-Za-z0-9_.]*)=("(?:[^"\\]|\\.)*"|\S*)')
+
+
+def parse_kv(line):
+    d = {}
+    for k, v in _KV.findall(line):
+        if len(v) >= 2 and v[0] == '"' and v[-1] == '"':
+            v = v[1:-1]
+        d[k] = v
+    return d
+
+
+class Queue:
+    """Parsed `ringmail queue list` output."""
+
+    def __init__(self, text, rc, err):
+        self.text = text
+        self.rc = rc
+        self.stderr = err
+        self.msgs = {}  # qid -> {"size": int, "sender": str, "rcpts": [str]}
+        self.order = []
+        self.requests = None
+        self.kbytes = None
+        self.empty = "Mail queue is empty" in text
+        cur = None
+        for line in text.splitlines():
+            m = re.match(r"^([0-9A-Fa-f]{16})\S*\s+(\d+)\s+(\w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d)\s+(.*)$",
+                         line)
+            if m:
+                cur = {"size": int(m.group(2)), "arrival": m.group(3),
+                       "sender": m.group(4).strip(), "rcpts": []}
+                qid = m.group(1).upper()
+                self.msgs[qid] = cur
+                self.order.append(qid)
+                continue
+            m = re.match(r"^-- (\d+) Kbytes in (\d+) Requests?\.", line)
+            if m:
+                self.kbytes, self.requests = int(m.group(1)), int(m.group(2))
+                cur = None
+                continue
+            if cur is not None and line.startswith(" ") and line.strip():
+                cur["rcpts"].append(line.strip())
+            elif not line.strip():
+                cur = None
+        if self.empty and self.requests is None:
+            self.requests = 0
+
+    def __len__(self):
+        return len(self.msgs)
+
+    def __contains__(self, qid):
+        return qid.upper() in self.msgs
+
+
+def queue_list(spool, bin_=None, timeout=60, extra=None):
+    b = bin_ or binary()
+    args = [b, "queue", "list", "-o", "spool_dir=%s" % spool] + list(extra or [])
+    p = subprocess.run(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, timeout=timeout)
+    return Queue(p.stdout.decode("utf-8", "replace"), p.returncode,
+                 p.stderr.decode("utf-8", "replace"))
+
+
+def proc_rss(pid):
+    """VmRSS of pid in bytes."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return None
+
+
+def proc_cpu_seconds(pid):
+    """utime+stime of pid (all threads) in seconds, from /proc/PID/stat."""
+    with open("/proc/%d/stat" % pid) as f:
+        s = f.read()
+    fields = s[s.rindex(")") + 2:].split()
+    # fields[0] is state (field 3); utime is field 14, stime field 15
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# ---- a raw SMTP client, for what smtplib will not do ----
+
+class Raw:
+    """A raw SMTP connection to 127.0.0.1:port with bounded reads."""
+
+    def __init__(self, port, timeout=10.0, read_greeting=True):
+        self.sock = socket.create_connection((LOOPBACK, port), timeout=timeout)
+        self.timeout = timeout
+        self.buf = b""
+        self.greeting = self.reply() if read_greeting else None
+
+    def send(self, data):
+        if isinstance(data, str):
+            data = data.encode()
+        self.sock.sendall(data)
+
+    def _fill(self, deadline):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise socket.timeout("reply timed out")
+        self.sock.settimeout(remaining)
+        d = self.sock.recv(65536)
+        if not d:
+            raise EOFError("connection closed by server")
+        self.buf += d
+
+    def line(self, timeout=None):
+        deadline = time.monotonic() + (timeout or self.timeout)
+        for _ in range(100000):
+            i = self.buf.find(b"\r\n")
+            if i >= 0:
+                ln, self.buf = self.buf[:i], self.buf[i + 2:]
+                return ln.decode("utf-8", "replace")
+            if len(self.buf) > 1 << 20:
+                raise ValueError("reply line too long")
+            self._fill(deadline)
+        raise ValueError("too many reads")
+
+    def reply(self, timeout=None):
+        """(code, [text lines]) of one possibly multi-line reply."""
+        lines = []
+        for _ in range(1000):
+            ln = self.line(timeout)
+            if len(ln) < 3 or not ln[:3].isdigit():
+                raise ValueError("bad reply line %r" % ln)
+            lines.append(ln[4:])
+            if len(ln) == 3 or ln[3] == " ":
+                return int(ln[:3]), lines
+        raise ValueError("reply too long")
+
+    def cmd(self, c, timeout=None):
+        self.send(c + "\r\n")
+        return self.reply(timeout)
+
+    def closed(self, timeout=3.0):
+        """True if the server closes the connection (EOF or reset) within timeout,
+        with no further data in between (pending data is returned through .buf)."""
+        deadline = time.monotonic() + timeout
+        for _ in range(10000):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self.sock.settimeout(remaining)
+            try:
+                d = self.sock.recv(65536)
+            except socket.timeout:
+                return False
+            except ConnectionResetError:
+                return True
+            if not d:
+                return True
+            self.buf += d
+        return False
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+QUEUED = re.compile(r"2\.0\.0 Ok: queued as ([0-9A-Fa-f]{16})")
+
+
+def queued_id(text):
+    """The queue id in a '250 2.0.0 Ok: queued as ID' reply text, or None."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    if isinstance(text, (list, tuple)):
+        text = "\n".join(text)
+    m = QUEUED.search(text)
+    return m.group(1).upper() if m else None
+
+
+def received_len(qid_arrival, helo, rcpts, proto="ESMTP", myhostname="rmtest.example",
+                 client="127.0.0.1"):
+    """Length of the Received: header ringmail prepends (core/smtp_server.c received_header()).
+
+    qid_arrival is the queue list's arrival field ("Fri Nov 27 17:21:07"): the
+    RFC 5322 date's length depends only on the day of the month having 1 or 2 digits."""
+    day = int(qid_arrival.split()[2])
+    date_len = len("Fri, %d Nov 2026 17:21:07 +0000" % day)
+    lit = "[IPv6:%s]" % client if ":" in client else "[%s]" % client
+    if len(rcpts) == 1:
+        h = "Received: from %s (%s)\r\n\tby %s (ringmail) with %s id %s\r\n\tfor <%s>; %s\r\n" % (
+            helo, lit, myhostname, proto, "X" * 16, rcpts[0], "D" * date_len)
+    else:
+        h = "Received: from %s (%s)\r\n\tby %s (ringmail) with %s id %s;\r\n\t%s\r\n" % (
+            helo, lit, myhostname, proto, "X" * 16, "D" * date_len)
+    return len(h.encode())
+
+
+# ---- check/report harness ----
+
+class Results:
+    def __init__(self):
+        self.passed = 0
+        self.failed = 0
+        self.failures = []
+
+    def check(self, name, cond, detail=""):
+        if cond:
+            self.passed += 1
+            print("ok   %s" % name, flush=True)
+        else:
+            self.failed += 1
+            msg = "FAIL %s%s" % (name, (": " + str(detail)) if detail != "" else "")
+            self.failures.append(msg)
+            print(msg, flush=True)
+        return bool(cond)
+
+    def eq(self, name, got, want):
+        return self.check(name, got == want, "got %r, want %r" % (got, want))
+
+    def run(self, fn, *a, **kw):
+        """Run one test function; an exception counts as one failure."""
+        print("== %s" % fn.__name__, flush=True)
+        t0 = time.monotonic()
+        try:
+            fn(self, *a, **kw)
+        except SystemExit:
+            raise
+        except BaseException as e:  # noqa: BLE001 - report any failure and go on
+            self.failed += 1
+            msg = "FAIL %s: exception %s: %s" % (fn.__name__, type(e).__name__, e)
+            self.failures.append(msg)
+            print(msg, flush=True)
+            traceback.print_exc()
+        print("   (%s: %.1fs)" % (fn.__name__, time.monotonic() - t0), flush=True)
+
+    def finish(self):
+        # a sanitizer build reports into the server's stderr: any report fails the script
+        for srv in _servers:
+            for i in range(1, srv.nstarts + 1):
+                text = srv.log(i)
+                for pat in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                            "WARNING: ThreadSanitizer"):
+                    k = text.find(pat)
+                    if k >= 0:
+                        self.check("no sanitizer report in %s start %d" % (srv.name, i), False,
+                                   text[max(0, k - 200):k + 1500])
+                        break
+        if self.failures:
+            print("\nfailures:", flush=True)
+            for f in self.failures:
+                print("  " + f, flush=True)
+        print("%d passed, %d failed" % (self.passed, self.failed), flush=True)
+        sys.exit(1 if self.failed else 0)
+
+
+def main(tests):
+    """Run test functions (each takes a Results) and exit with the summary."""
+    r = Results()
+    for t in tests:
+        r.run(t)
+    r.finish()
+
+
+@atexit.register
+def _cleanup():
+    for s in _servers:
+        try:
+            if s.running():
+                s.stop(timeout=10)
+        except Exception:  # noqa: BLE001
+            pass
+    if os.environ.get("RMTEST_KEEP") == "1":
+        if _tempdirs:
+            print("rmtest: kept %s" % " ".join(_tempdirs), flush=True)
+        return
+    for d in _tempdirs:
+        shutil.rmtree(d, ignore_errors=True)
