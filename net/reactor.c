@@ -141,74 +141,6 @@ arm_wake(struct reactor *r)
     io_uring_sqe_set_data64(sqe, ud_make(0, 0, OP_WAKE));
 }
 
-/* ---- logging from the reactor: lines gather in a buffer written once a turn ---- */
-
-static void
-reactor_log_sink(void *arg, const char *line, size_t len)
-{
-    struct reactor *r = arg;
-    int a = r->log_active;
-
-    if (r->log_len[a] + len > r->log_cap[a]) {
-        /* the other buffer is still being written: this one grows, up to a bound */
-        size_t cap = (size_t)r->log_cap[a] * 2;
-        char *nb;
-
-        if (cap > LOG_BUF_MAX || (nb = realloc(r->log_buf[a], cap)) == NULL) {
-            STAT_INC(r, log_dropped, 1);
-            return;
-        }
-        r->log_buf[a] = nb;
-        r->log_cap[a] = (uint32_t)cap;
-    }
-    memcpy(r->log_buf[a] + r->log_len[a], line, len);
-    r->log_len[a] += (uint32_t)len;
-}
-
-static void
-log_submit(struct reactor *r, int b)
-{
-    struct io_uring_sqe *sqe = reactor_sqe(r);
-
-    /* offset -1: the current file position, right for pipes, ttys and O_APPEND files */
-    io_uring_prep_write(sqe, 2, r->log_buf[b] + r->log_off, r->log_len[b] - r->log_off,
-                        (uint64_t)-1);
-    io_uring_sqe_set_data64(sqe, ud_make(0, 0, OP_LOG));
-    r->log_writing = true;
-}
-
-static void
-log_flush(struct reactor *r)
-{
-    int a = r->log_active;
-
-    if (r->log_writing || r->log_len[a] == 0)
-        return;
-    r->log_off = 0;
-    r->log_active = !a;
-    log_submit(r, a);
-}
-
-static void
-log_done(struct reactor *r, int res)
-{
-    int b = !r->log_active;
-
-    r->log_writing = false;
-    if (res > 0 && r->log_off + (uint32_t)res < r->log_len[b]) {
-        r->log_off += (uint32_t)res; /* a short write to a pipe: the rest goes next */
-        log_submit(r, b);
-        return;
-    }
-    if (res == -EINTR || res == -EAGAIN) {
-        log_submit(r, b);
-        return;
-    }
-    if (res <= 0)
-        STAT_INC(r, log_dropped, 1); /* stderr is gone: nobody is left to tell */
-    r->log_len[b] = 0;
-}
-
 /* ---- set-up ---- */
 
 static int
@@ -357,10 +289,7 @@ reactor_init(struct reactor *r)
         rc = -ENOMEM;
         goto fail_bufs;
     }
-    r->log_buf[0] = malloc(LOG_BUF_SIZE);
-    r->log_buf[1] = malloc(LOG_BUF_SIZE);
-    r->log_cap[0] = r->log_cap[1] = LOG_BUF_SIZE;
-    if (r->log_buf[0] == NULL || r->log_buf[1] == NULL) {
+    if (logbuf_init(&r->log, ud_make(0, 0, OP_LOG)) < 0) {
         rc = -ENOMEM;
         goto fail_bufs;
     }
@@ -452,7 +381,7 @@ handle_cqe(struct reactor *r, struct io_uring_cqe *cqe)
             arm_wake(r);
         return;
     case OP_LOG:
-        log_done(r, cqe->res);
+        logbuf_done(&r->log, &r->ring, cqe->res);
         return;
     case OP_NONE:
         break;
@@ -496,7 +425,7 @@ end_of_turn(struct reactor *r)
             conn_put(r, c);
     }
     spool_io_end_of_turn(r);
-    log_flush(r);
+    logbuf_flush(&r->log, &r->ring);
 }
 
 static void
@@ -529,8 +458,7 @@ reactor_fini(struct reactor *r)
     buf_pool_fini(&r->chunk_pool);
     free(r->conns);
     free(r->free_next);
-    free(r->log_buf[0]);
-    free(r->log_buf[1]);
+    logbuf_fini(&r->log);
     free(r->rx_bufs);
     io_uring_queue_exit(&r->ring);
     munmap(r->br, RX_BUF_COUNT * sizeof(struct io_uring_buf));
@@ -550,7 +478,7 @@ reactor_main(void *arg)
     uint64_t stop_deadline = 0;
     int rc;
 
-    log_set_thread_sink(reactor_log_sink, r);
+    log_set_thread_sink(logbuf_sink, &r->log);
     for (unsigned i = 0; i < r->nlisten; i++)
         arm_accept(r, i);
     arm_wake(r);
@@ -592,8 +520,7 @@ reactor_main(void *arg)
             tick(r);
         }
         end_of_turn(r);
-        if (r->stopping && r->conns_used == 0 && spool_io_idle(r) && !r->log_writing &&
-            r->log_len[r->log_active] == 0)
+        if (r->stopping && r->conns_used == 0 && spool_io_idle(r) && logbuf_idle(&r->log))
             break;
         if (r->stopping && r->now_ms > stop_deadline) {
             log_msg(LOG_WARN, "event=stop_timeout reactor=%u connections=%u", r->index,
@@ -602,11 +529,7 @@ reactor_main(void *arg)
         }
     }
     log_set_thread_sink(NULL, NULL);
-    /* what the buffers still hold goes out synchronously: the loop is over */
-    for (int i = 0; i < 2; i++) {
-        if (r->log_len[i] > 0 && write(2, r->log_buf[i], r->log_len[i]) == -1)
-            break;
-    }
+    logbuf_drain_sync(&r->log); /* the loop is over: what is left goes out synchronously */
     reactor_fini(r);
     spool_io_fini(r);
     return NULL;

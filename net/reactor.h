@@ -20,6 +20,7 @@
 
 #include "core/config.h"
 #include "core/smtp_server.h"
+#include "net/logbuf.h"
 #include "queue/spool.h"
 
 #define RX_BUF_SIZE   4096u  /* provided buffer size */
@@ -29,8 +30,6 @@
 #define BODY_INFLIGHT 2      /* chunk writes in flight per message before reading pauses */
 #define CARRY_EXTRA   32768u /* pooled carry room beyond command_line_limit */
 #define CARRY_MAX     (RX_BUF_COUNT * RX_BUF_SIZE) /* growth bound: what one CQ batch can hold */
-#define LOG_BUF_MAX   (16u << 20) /* a log buffer grows to this while the other is written */
-#define LOG_BUF_SIZE  65536u
 
 enum op {
     OP_NONE = 0,
@@ -141,7 +140,7 @@ struct spool_write {
 struct reactor_stats {
     /* written by the owning reactor only (relaxed), read by anyone */
     _Atomic uint64_t accepted, refused_busy, closed, msgs_accepted, msgs_refused, commit_errors,
-        fsyncs, enobufs, bytes_in, log_dropped, loops, cqes;
+        fsyncs, enobufs, bytes_in, loops, cqes;
 };
 
 struct reactor {
@@ -196,12 +195,7 @@ struct reactor {
     int sync_err;
     unsigned spool_inflight; /* writes + syncs + opens */
 
-    /* log lines from this thread, written to stderr through the ring */
-    char *log_buf[2];
-    uint32_t log_len[2], log_cap[2];
-    uint32_t log_off; /* octets of the buffer in flight already written */
-    int log_active;
-    bool log_writing;
+    struct logbuf log; /* this thread's log lines, written through the ring */
 
     char discard[4096]; /* where the body of a message whose storage failed goes */
 
