@@ -1,6 +1,6 @@
 /*
  * spool.c: the spool's record format: sealing and checking records, the SEG
- * and MSG payload codecs, segment names, queue ids and the queue listing.
+ * and MSG payload codecs, DONE records, segment names, queue ids and the queue listing.
  * Recovery (the scan of a spool folder) is in spool_recover.c.
  *
  * Everything here is pure apart from spool_print_queue()'s stdio, so any
@@ -209,6 +209,36 @@ spool_seg_name(uint64_t seg_id, char *out, size_t cap)
 
     qid_format(seg_id, hex);
     snprintf(out, cap, "seg-%s.rms", hex);
+}
+
+/* ---- DONE ---- */
+
+size_t
+spool_done_record_size(unsigned nrcpt)
+{
+    return spool_rec_size((size_t)nrcpt * 4);
+}
+
+size_t
+spool_done_record(char *out, size_t cap, uint64_t id, uint64_t seed, const uint32_t *rcpt,
+                  unsigned nrcpt)
+{
+    size_t size = spool_done_record_size(nrcpt), len = (size_t)nrcpt * 4;
+    struct spool_rec_hdr hdr;
+    struct iovec iov = { out + SPOOL_HDR_SIZE, len };
+
+    /* recovery checks every record but SEG with the segment's seed, which is never 0 */
+    BUG_ON(seed == 0);
+    /* an index names one of at most SPOOL_MAX_RCPT recipients: more is a caller bug */
+    BUG_ON(nrcpt > SPOOL_MAX_RCPT);
+    if (cap < size)
+        return 0;
+    memset(out, 0, size);
+    for (unsigned i = 0; i < nrcpt; i++)
+        put_le32(out + SPOOL_HDR_SIZE + (size_t)i * 4, rcpt[i]);
+    spool_rec_seal(&hdr, SPOOL_REC_DONE, id, seed, &iov, 1);
+    memcpy(out, &hdr, sizeof(hdr));
+    return size;
 }
 
 /* ---- MSG ---- */
@@ -478,6 +508,8 @@ spool_print_queue(const struct spool_index *idx, FILE *out)
         put_text(out, sender.len > 0 ? sender : SLICE_LIT("MAILER-DAEMON"));
         fputc('\n', out);
         for (uint32_t k = 0; k < e->nrcpt; k++) {
+            if (idx->msg[i].rcpt_done != NULL && idx->msg[i].rcpt_done[k])
+                continue; /* finished: not in the queue any more */
             fprintf(out, "%47s", "");
             put_text(out, env_get(e, e->rcpt[k].addr));
             fputc('\n', out);

@@ -15,7 +15,24 @@
  *                   list of its DATA records (offset, length). A message exists
  *                   once its MSG record is on disk with a valid checksum and
  *                   every DATA record it lists is valid.
- *   SPOOL_REC_DONE  message `id` is finished (delivered or bounced); payload empty.
+ *   SPOOL_REC_DONE  completion of message `id`, in any segment (usually not the MSG
+ *                   record's). Payload empty: the whole message is finished (delivered
+ *                   or bounced). Otherwise a list of u32 recipient indices, little-endian,
+ *                   count len / 4, into the MSG record's recipient list: those recipients
+ *                   are finished. A len that is not a multiple of 4 makes it a bad record.
+ *
+ * Recovery merges every DONE record of an id from every segment: the message
+ * is finished when one of them is whole, or when their indices cover every
+ * recipient; otherwise it is pending, with the covered recipients marked
+ * (spool_msg.rcpt_done). An index at or above the message's recipient count
+ * is ignored (and logged once per recovery). Indices may repeat, within a
+ * record or across records; the order of the records does not matter.
+ *
+ * A segment can be unlinked once nothing in it is still needed: no pending
+ * message whose copy recovery lists is in it, and no DONE record in it names
+ * a message with a complete copy in a segment that stays (unlinking it would
+ * bring those recipients back). spool_seg.keep is that rule; see
+ * spool_seg_unlink() for the order of unlinks.
  *
  * The checksum is XXH3-64 over the header (with csum = 0) and the payload.
  * Writes may complete out of order, so recovery never stops at a bad record:
@@ -169,6 +186,20 @@ size_t spool_msg_encode(char *out, size_t cap, const struct envelope *env,
 int spool_msg_decode(const char *p, size_t len, struct envelope *env, struct spool_extent **ext,
                      unsigned *nextent);
 
+/*
+ * DONE record: encode a whole record (header, payload, padding) for message id
+ * into out, sealed with seed (the seed of the segment it goes into; 0 is a
+ * bug, BUG_ON: recovery would never accept it). nrcpt == 0 (rcpt may then be
+ * NULL): the whole message is finished; otherwise rcpt[0..nrcpt) are the
+ * indices of the finished recipients, nrcpt <= SPOOL_MAX_RCPT (BUG_ON).
+ * Returns the record's size, spool_done_record_size(nrcpt), or 0 if cap is
+ * too small. Pure; any thread.
+ */
+size_t spool_done_record(char *out, size_t cap, uint64_t id, uint64_t seed, const uint32_t *rcpt,
+                         unsigned nrcpt);
+/* Octets spool_done_record() writes for nrcpt indices (0: a whole-message record). */
+size_t spool_done_record_size(unsigned nrcpt);
+
 /* One message found by recovery. */
 struct spool_msg {
     struct envelope env;
@@ -176,18 +207,41 @@ struct spool_msg {
     uint64_t seed; /* the segment's seed, for spool_read_body(); never print it */
     struct spool_extent *ext;
     unsigned nextent;
+    /* env.nrcpt entries, 1 = that recipient is finished (a DONE record lists it), 0 = still
+       to deliver; NULL when none is finished. malloc'd, owned by the index, freed by
+       spool_index_free(). A pending message never has every entry at 1. */
+    uint8_t *rcpt_done;
+};
+
+/* One segment file of the folder, listed by recovery. */
+struct spool_seg {
+    uint64_t seg_id;  /* from the file name (spool_seg_name()) */
+    uint32_t reactor; /* from its SEG record; 0 when bad or empty */
+    uint64_t seed;    /* from its SEG record, to append to it; 0 when bad or empty; never print */
+    uint64_t size;    /* octets, at recovery */
+    uint32_t pending; /* messages of this segment still pending (the copies spool_index.msg
+                         lists; a duplicate copy elsewhere is not counted) */
+    bool bad;         /* no valid SEG header: nothing in it was read (an empty file is not bad) */
+    /* Still needed: pending > 0, or it holds a DONE record for a message with a complete copy
+       in a segment that is kept (unlinking it would bring finished recipients back). A
+       segment with keep == false can be unlinked, bad ones included (nothing of them is
+       read); pending == 0 alone is not enough. */
+    bool keep;
 };
 
 struct spool_index {
-    struct spool_msg *msg; /* pending messages (no DONE record), by id ascending */
+    struct spool_msg *msg; /* pending messages, by id ascending */
     size_t nmsg, cap;
+    struct spool_seg *seg; /* every segment file found (regular, canonical name), by seg_id */
+    size_t nseg;
     uint64_t max_id; /* largest message or segment id seen, for unique ids after restart */
     uint64_t nsegments;
     uint64_t bad_segments; /* non-empty segments without a valid SEG record at 0: not read */
-    uint64_t bad_records;  /* records skipped for a bad checksum or header */
+    uint64_t bad_records;  /* records skipped: bad checksum or header, MSG that does not decode,
+                              DONE whose length is not a multiple of 4 */
     uint64_t torn_bytes;   /* octets skipped at segment tails */
     uint64_t incomplete;   /* MSG records whose DATA records were missing or bad */
-    uint64_t done;         /* messages with a DONE record */
+    uint64_t done;         /* messages finished: a whole DONE record, or every recipient listed */
     uint64_t spool_bytes;  /* total segment octets */
 };
 
@@ -196,14 +250,28 @@ struct spool_index {
 typedef void spool_log_fn(void *arg, const char *line);
 
 /*
- * Scan every segment in dir and rebuild the index of pending messages. A
- * segment whose SEG record is missing or bad is logged, counted in
- * bad_segments and contributes nothing (no message, no DONE record).
- * Missing dir: 0 and an empty index. Returns 0 or -errno (unreadable folder).
- * Blocking I/O: start-up and tools only.
+ * Scan every segment in dir and rebuild the index of pending messages (with
+ * their finished recipients) and the list of segments. A segment whose SEG
+ * record is missing or bad is logged, counted in bad_segments, listed with
+ * bad = true and contributes nothing (no message, no DONE record). Only
+ * files named exactly as spool_seg_name() names them are segments.
+ * Missing dir: 0 and an empty index. Returns 0 or -errno (unreadable folder,
+ * -ENOMEM); on error the index is empty. Blocking I/O: start-up and tools only.
  */
 int spool_recover(const char *dir, struct spool_index *idx, spool_log_fn *log, void *arg);
 void spool_index_free(struct spool_index *idx);
+
+/*
+ * Unlink segment seg_id of dir ("seg-<16 hex>.rms") and fsync dir, so the
+ * unlink is durable when it returns. 0 or -errno (-ENOENT: no such segment).
+ * Unlink only segments with keep == false, those holding MSG records before
+ * those holding their DONE records: a crash between the two would bring the
+ * messages back. When two segments hold DONE records of each other's
+ * messages no order closes that window; the messages are then delivered
+ * again (at least once, never lost). Blocking: start-up and tools only, never
+ * a reactor.
+ */
+int spool_seg_unlink(const char *dir, uint64_t seg_id);
 
 /* Read a message's body (the payloads of its DATA records in order, each checked again with
    m->seed) into a malloc'd buffer; 0 or -errno (-EIO when a record does not check). Blocking:
@@ -212,7 +280,8 @@ int spool_read_body(const char *dir, const struct spool_msg *m, char **body, siz
 
 /*
  * `ringmail queue list`: print the index the way `postqueue -p` does, one
- * message per entry (ID, size, arrival, sender, then recipients), and a final
+ * message per entry (ID, size, arrival, sender, then the recipients not yet
+ * finished, per rcpt_done), and a final
  * line "-- N Kbytes in M Requests." (or "Mail queue is empty").
  */
 void spool_print_queue(const struct spool_index *idx, FILE *out);

@@ -3,7 +3,8 @@
  * and MSG codecs, queue ids, the queue listing, and recovery of real segment
  * files written into a mkdtemp() folder (torn tails, damaged records, holes,
  * several segments, a disk that fills up half-way through a write, damaged
- * segment headers, records forged inside a message body).
+ * segment headers, records forged inside a message body), per-recipient
+ * DONE records, the segment list and spool_seg_unlink().
  */
 #include <dirent.h>
 #include <errno.h>
@@ -1583,6 +1584,467 @@ Test(spool, forged_records_with_the_segment_seed_are_recovered)
     rm_spool_dir(dir);
 }
 
+/* ---- per-recipient completion ---- */
+
+/* A DONE record for id listing rcpt[0..n) (n == 0: the whole message), sealed with b's seed. */
+static void
+sb_done(struct sb *b, uint64_t id, const uint32_t *rcpt, unsigned n)
+{
+    size_t size = spool_done_record_size(n);
+
+    sb_reserve(b, size);
+    cr_assert_eq(spool_done_record(b->p + b->len, size, id, b->seed, rcpt, n), size);
+    b->len += size;
+}
+
+static const struct spool_seg *
+find_seg(const struct spool_index *idx, uint64_t seg_id)
+{
+    for (size_t i = 0; i < idx->nseg; i++) {
+        if (idx->seg[i].seg_id == seg_id)
+            return &idx->seg[i];
+    }
+    cr_assert_fail("segment %" PRIx64 " not listed", seg_id);
+    return NULL;
+}
+
+static void
+assert_marks(const struct spool_msg *m, const char *want)
+{
+    cr_assert_eq(strlen(want), m->env.nrcpt);
+    cr_assert_not_null(m->rcpt_done);
+    for (uint32_t k = 0; k < m->env.nrcpt; k++)
+        cr_assert_eq(m->rcpt_done[k], want[k] == '1', "recipient %u of %s", k, want);
+}
+
+Test(spool, done_record_encoding)
+{
+    static const uint32_t rcpt[3] = { 0, 0x01020304, 7 };
+    char out[128];
+    struct spool_rec_hdr h;
+    struct sb ref = { .seed = 99 };
+    const char *pl = out + SPOOL_HDR_SIZE;
+
+    cr_assert_eq(spool_done_record_size(0), SPOOL_HDR_SIZE);
+    cr_assert_eq(spool_done_record_size(1), SPOOL_HDR_SIZE + 8);
+    cr_assert_eq(spool_done_record_size(2), SPOOL_HDR_SIZE + 8);
+    cr_assert_eq(spool_done_record_size(3), SPOOL_HDR_SIZE + 16);
+
+    /* whole message: the same octets as an empty DONE record sealed by hand */
+    memset(out, 0x55, sizeof(out));
+    cr_assert_eq(spool_done_record(out, SPOOL_HDR_SIZE - 1, 42, 99, NULL, 0), 0);
+    cr_assert_eq(spool_done_record(out, sizeof(out), 42, 99, NULL, 0), SPOOL_HDR_SIZE);
+    sb_rec(&ref, SPOOL_REC_DONE, 42, NULL, 0);
+    cr_assert(memcmp(out, ref.p, SPOOL_HDR_SIZE) == 0);
+    free(ref.p);
+
+    /* three indices: 12 octets little-endian, 4 of padding */
+    memset(out, 0x55, sizeof(out));
+    cr_assert_eq(spool_done_record(out, 47, 42, 99, rcpt, 3), 0);
+    cr_assert_eq(out[0], 0x55, "nothing written when cap is too small");
+    cr_assert_eq(spool_done_record(out, 48, 42, 99, rcpt, 3), 48);
+    cr_assert(spool_rec_verify(out, 48, 99, &h));
+    cr_assert_not(spool_rec_verify(out, 48, 98, &h));
+    cr_assert_eq(h.type, SPOOL_REC_DONE);
+    cr_assert_eq(h.id, 42);
+    cr_assert_eq(h.len, 12);
+    cr_assert(memcmp(pl, "\0\0\0\0\x04\x03\x02\x01\x07\0\0\0\0\0\0\0", 16) == 0);
+    cr_assert_eq(out[48], 0x55, "nothing written past the record");
+}
+
+Test(spool, done_record_without_seed_aborts, .signal = SIGABRT)
+{
+    char out[64];
+
+    spool_done_record(out, sizeof(out), 1, 0, NULL, 0);
+}
+
+/* Two of three recipients finished: pending, marked; then the third: finished. */
+Test(spool, partial_done_then_the_rest)
+{
+    static const uint32_t first[] = { 2, 0, 2 }, rest[] = { 1 };
+    char *dir = mk_spool_dir();
+    struct fixture f;
+    struct sb b = { 0 };
+    struct spool_index idx;
+    struct logcap lc = { 0 };
+
+    fixture_init(&f, 0x100); /* env[2] has 3 recipients, env[1] 2 */
+    sb_seg(&b, 1);
+    sb_msg(&b, &f.env[1], f.body[1], f.blen[1], 1);
+    sb_msg(&b, &f.env[2], f.body[2], f.blen[2], 1);
+    sb_done(&b, 0x102, first, 3); /* a repeated index counts once */
+    write_seg(dir, 1, b.p, b.len);
+
+    cr_assert_eq(spool_recover(dir, &idx, cap_log, &lc), 0);
+    cr_assert_eq(lc.n, 0);
+    cr_assert_eq(idx.nmsg, 2);
+    cr_assert_eq(idx.done, 0);
+    cr_assert_eq(idx.bad_records, 0);
+    cr_assert_null(idx.msg[0].rcpt_done, "no DONE record: nothing marked");
+    cr_assert_eq(idx.msg[1].env.id, 0x102);
+    assert_marks(&idx.msg[1], "101");
+    assert_body(dir, &idx.msg[1], f.body[2], f.blen[2]);
+    spool_index_free(&idx);
+
+    sb_done(&b, 0x102, rest, 1);
+    write_seg(dir, 1, b.p, b.len);
+    cr_assert_eq(spool_recover(dir, &idx, NULL, NULL), 0);
+    cr_assert_eq(idx.nmsg, 1);
+    cr_assert_eq(idx.msg[0].env.id, 0x101);
+    cr_assert_eq(idx.done, 1, "every recipient listed: finished");
+    spool_index_free(&idx);
+
+    /* a whole DONE record finishes it whatever else is listed */
+    b.len = 0;
+    sb_seg(&b, 1);
+    sb_msg(&b, &f.env[2], f.body[2], f.blen[2], 1);
+    sb_done(&b, 0x102, rest, 1);
+    sb_done(&b, 0x102, NULL, 0);
+    write_seg(dir, 1, b.p, b.len);
+    cr_assert_eq(spool_recover(dir, &idx, NULL, NULL), 0);
+    cr_assert_eq(idx.nmsg, 0);
+    cr_assert_eq(idx.done, 1);
+    spool_index_free(&idx);
+    fixture_free(&f);
+    free(b.p);
+    rm_spool_dir(dir);
+}
+
+/* DONE records merge across segments, before or after the MSG record in scan order. */
+Test(spool, partial_done_in_other_segments)
+{
+    static const uint32_t r0[] = { 0 }, r1[] = { 1 }, r2[] = { 2 };
+    char *dir = mk_spool_dir();
+    struct fixture f;
+    struct sb s1 = { 0 }, s2 = { 0 }, s3 = { 0 };
+    struct spool_index idx;
+
+    fixture_init(&f, 0x100);
+    sb_seg(&s1, 1);
+    sb_done(&s1, 0x102, r2, 1); /* written by another reactor into its older segment */
+    sb_seg(&s2, 2);
+    sb_msg(&s2, &f.env[2], f.body[2], f.blen[2], 2);
+    sb_msg(&s2, &f.env[3], f.body[3], f.blen[3], 1);
+    sb_seg(&s3, 3);
+    sb_done(&s3, 0x102, r0, 1);
+    write_seg(dir, 1, s1.p, s1.len);
+    write_seg(dir, 2, s2.p, s2.len);
+    write_seg(dir, 3, s3.p, s3.len);
+
+    cr_assert_eq(spool_recover(dir, &idx, NULL, NULL), 0);
+    cr_assert_eq(idx.nmsg, 2);
+    cr_assert_eq(idx.done, 0);
+    assert_marks(&idx.msg[0], "101");
+    cr_assert_null(idx.msg[1].rcpt_done);
+    cr_assert_eq(idx.nseg, 3);
+    cr_assert_eq(find_seg(&idx, 2)->pending, 2);
+    cr_assert_eq(find_seg(&idx, 1)->pending, 0);
+    cr_assert_eq(find_seg(&idx, 3)->pending, 0);
+    cr_assert(find_seg(&idx, 1)->keep, "its DONE record matters while segment 2 stays");
+    cr_assert(find_seg(&idx, 3)->keep);
+    spool_index_free(&idx);
+
+    sb_done(&s3, 0x102, r1, 1);
+    write_seg(dir, 3, s3.p, s3.len);
+    cr_assert_eq(spool_recover(dir, &idx, NULL, NULL), 0);
+    cr_assert_eq(idx.nmsg, 1);
+    cr_assert_eq(idx.msg[0].env.id, 0x103);
+    cr_assert_eq(idx.done, 1);
+    cr_assert_eq(find_seg(&idx, 2)->pending, 1);
+    cr_assert(find_seg(&idx, 1)->keep && find_seg(&idx, 3)->keep, "0x103 keeps segment 2");
+    spool_index_free(&idx);
+
+    sb_done(&s3, 0x103, NULL, 0);
+    write_seg(dir, 3, s3.p, s3.len);
+    cr_assert_eq(spool_recover(dir, &idx, NULL, NULL), 0);
+    cr_assert_eq(idx.nmsg, 0);
+    cr_assert_eq(idx.done, 2);
+    for (size_t i = 0; i < idx.nseg; i++) {
+        cr_assert_eq(idx.seg[i].pending, 0);
+        cr_assert_not(idx.seg[i].keep, "segment %zu", i);
+    }
+    spool_index_free(&idx);
+    fixture_free(&f);
+    free(s1.p);
+    free(s2.p);
+    free(s3.p);
+    rm_spool_dir(dir);
+}
+
+/* A DONE record whose length is not a multiple of 4 checks but is bad: skipped whole. */
+Test(spool, done_with_bad_length_is_a_bad_record)
+{
+    static const uint32_t r0[] = { 0 };
+    char *dir = mk_spool_dir();
+    struct fixture f;
+    struct sb b = { 0 };
+    struct spool_index idx;
+    struct logcap lc = { 0 };
+    uint64_t at5, at2;
+    char want[128];
+
+    fixture_init(&f, 0x100);
+    sb_seg(&b, 1);
+    sb_msg(&b, &f.env[1], f.body[1], f.blen[1], 1);
+    sb_msg(&b, &f.env[2], f.body[2], f.blen[2], 1);
+    at5 = sb_rec(&b, SPOOL_REC_DONE, 0x101, "\0\0\0\0\1", 5); /* would list 0, then junk */
+    at2 = sb_rec(&b, SPOOL_REC_DONE, 0x102, "\0\0", 2);
+    sb_done(&b, 0x102, r0, 1); /* read: the bad records were skipped whole, no resync */
+    write_seg(dir, 1, b.p, b.len);
+
+    cr_assert_eq(spool_recover(dir, &idx, cap_log, &lc), 0);
+    cr_assert_eq(idx.bad_records, 2);
+    cr_assert_eq(idx.torn_bytes, 0);
+    cr_assert_eq(idx.done, 0);
+    cr_assert_eq(idx.nmsg, 2);
+    cr_assert_null(idx.msg[0].rcpt_done, "nothing of the bad record is used");
+    assert_marks(&idx.msg[1], "100");
+    cr_assert_eq(lc.n, 2);
+    snprintf(want, sizeof(want), "DONE record at offset %" PRIu64 " has a bad length (5), skipped",
+             at5);
+    cr_assert(log_has(&lc, want), "%s", lc.lines[0]);
+    snprintf(want, sizeof(want), "DONE record at offset %" PRIu64 " has a bad length (2)", at2);
+    cr_assert(log_has(&lc, want), "%s", lc.lines[1]);
+    spool_index_free(&idx);
+    fixture_free(&f);
+    free(b.p);
+    rm_spool_dir(dir);
+}
+
+/* Indices at or above the recipient count are ignored, with one log line per recovery. */
+Test(spool, done_index_out_of_range_is_ignored)
+{
+    static const uint32_t a[] = { 0, 2, 1000000 }, b2[] = { UINT32_MAX }, c[] = { 1, 0, 3 };
+    char *dir = mk_spool_dir();
+    struct fixture f;
+    struct sb b = { 0 };
+    struct spool_index idx;
+    struct logcap lc = { 0 };
+
+    fixture_init(&f, 0x100); /* recipients: env[1] 2, env[2] 3, env[3] 4 */
+    sb_seg(&b, 1);
+    sb_msg(&b, &f.env[1], f.body[1], f.blen[1], 1);
+    sb_msg(&b, &f.env[2], f.body[2], f.blen[2], 1);
+    sb_msg(&b, &f.env[3], f.body[3], f.blen[3], 1);
+    sb_done(&b, 0x101, a, 3);  /* 0 in range; 2 and 1000000 not */
+    sb_done(&b, 0x102, b2, 1); /* nothing in range: nothing marked */
+    sb_done(&b, 0x103, c, 3);  /* 3 of 4: pending */
+    write_seg(dir, 1, b.p, b.len);
+
+    cr_assert_eq(spool_recover(dir, &idx, cap_log, &lc), 0);
+    cr_assert_eq(idx.nmsg, 3);
+    cr_assert_eq(idx.done, 0);
+    cr_assert_eq(idx.bad_records, 0);
+    assert_marks(&idx.msg[0], "10");
+    cr_assert_null(idx.msg[1].rcpt_done);
+    assert_marks(&idx.msg[2], "1101");
+    cr_assert_eq(lc.n, 1, "logged once");
+    cr_assert(log_has(&lc, "3 recipient index(es) in DONE records out of range, ignored (first: "
+                           "message 0000000000000101 index 2 of 2 recipients)"),
+              "%s", lc.lines[0]);
+    spool_index_free(&idx);
+
+    /* out-of-range indices do not stand in for a missing one, nor keep a listed set open */
+    sb_done(&b, 0x101, c, 1); /* index 1: now both of its recipients */
+    write_seg(dir, 1, b.p, b.len);
+    cr_assert_eq(spool_recover(dir, &idx, NULL, NULL), 0);
+    cr_assert_eq(idx.nmsg, 2);
+    cr_assert_eq(idx.msg[0].env.id, 0x102);
+    cr_assert_eq(idx.done, 1);
+    spool_index_free(&idx);
+    fixture_free(&f);
+    free(b.p);
+    rm_spool_dir(dir);
+}
+
+/* The segment list: ids, SEG fields, sizes, pending counts, bad and empty segments. */
+Test(spool, segment_list)
+{
+    char *dir = mk_spool_dir();
+    struct fixture f;
+    struct sb s1 = { 0 }, s2 = { 0 }, s3 = { 0 }, s5 = { 0 };
+    struct spool_index idx;
+    const struct spool_seg *g;
+
+    fixture_init(&f, 0x100);
+    sb_seg(&s1, 0x10);
+    sb_msg(&s1, &f.env[0], f.body[0], f.blen[0], 1);
+    sb_msg(&s1, &f.env[1], f.body[1], f.blen[1], 2);
+    sb_seg(&s2, 0x20); /* every message done: pending 0 */
+    sb_msg(&s2, &f.env[2], f.body[2], f.blen[2], 1);
+    sb_done(&s2, 0x102, NULL, 0);
+    sb_seg(&s3, 0x30); /* a duplicate copy of 0x101: the index lists segment 0x10's */
+    sb_msg(&s3, &f.env[1], f.body[1], f.blen[1], 1);
+    sb_msg(&s3, &f.env[3], f.body[3], f.blen[3], 1);
+    sb_seg(&s5, 0x50); /* bad: its SEG record damaged */
+    sb_msg(&s5, &f.env[3], f.body[3], f.blen[3], 1);
+    s5.p[40] ^= 1;
+    write_seg(dir, 0x50, s5.p, s5.len);
+    write_seg(dir, 0x30, s3.p, s3.len);
+    write_seg(dir, 0x40, "", 0); /* empty: not bad */
+    write_seg(dir, 0x20, s2.p, s2.len);
+    write_seg(dir, 0x10, s1.p, s1.len);
+    write_file(dir, "seg-00000000000000aa.rms", s1.p, s1.len); /* not spool_seg_name()'s */
+    {
+        char path[600];
+
+        snprintf(path, sizeof(path), "%s/seg-0000000000000060.rms", dir);
+        cr_assert_eq(mkdir(path, 0700), 0); /* not a regular file: not listed */
+        cr_assert_eq(spool_recover(dir, &idx, NULL, NULL), 0);
+        cr_assert_eq(rmdir(path), 0);
+    }
+
+    cr_assert_eq(idx.nseg, 5);
+    cr_assert_eq(idx.nsegments, 5);
+    cr_assert_eq(idx.bad_segments, 1);
+    for (size_t i = 0; i < idx.nseg; i++)
+        cr_assert_eq(idx.seg[i].seg_id, 0x10 * (i + 1), "sorted by seg_id");
+    cr_assert_eq(idx.nmsg, 3);
+    cr_assert_eq(idx.done, 1);
+
+    g = &idx.seg[0];
+    cr_assert_eq(g->reactor, 1);
+    cr_assert_eq(g->seed, seg_seed(0x10));
+    cr_assert_eq(g->size, s1.len);
+    cr_assert_eq(g->pending, 2);
+    cr_assert_not(g->bad);
+    cr_assert(g->keep);
+    g = &idx.seg[1];
+    cr_assert_eq(g->seed, seg_seed(0x20));
+    cr_assert_eq(g->size, s2.len);
+    cr_assert_eq(g->pending, 0, "all its messages are done");
+    cr_assert_not(g->bad);
+    cr_assert_not(g->keep);
+    g = &idx.seg[2];
+    cr_assert_eq(g->pending, 1, "0x103; its copy of 0x101 is not the listed one");
+    cr_assert(g->keep);
+    g = &idx.seg[3];
+    cr_assert_eq(g->size, 0);
+    cr_assert_eq(g->pending, 0);
+    cr_assert_not(g->bad);
+    cr_assert_not(g->keep);
+    cr_assert_eq(g->seed, 0);
+    g = &idx.seg[4];
+    cr_assert_eq(g->size, s5.len);
+    cr_assert_eq(g->pending, 0);
+    cr_assert(g->bad);
+    cr_assert_not(g->keep);
+    cr_assert_eq(g->seed, 0);
+    cr_assert_eq(g->reactor, 0);
+    spool_index_free(&idx);
+    cr_assert_null(idx.seg);
+    cr_assert_eq(idx.nseg, 0);
+    fixture_free(&f);
+    free(s1.p);
+    free(s2.p);
+    free(s3.p);
+    free(s5.p);
+    rm_spool_dir(dir);
+}
+
+/*
+ * keep follows DONE records to the segments they matter for, through
+ * chains: segment 1 holds the DONE record of a message in segment 2, which
+ * holds the DONE record of a finished message in segment 3, which still has
+ * a pending message. Segments 4 and 5 hold each other's DONE records and no
+ * pending message: neither is kept.
+ */
+Test(spool, segment_keep_follows_done_records)
+{
+    static const uint32_t r0[] = { 0 };
+    char *dir = mk_spool_dir();
+    struct fixture f, g;
+    struct sb s[5] = { { 0 } };
+    struct spool_index idx;
+
+    fixture_init(&f, 0x100);
+    fixture_init(&g, 0x200);
+    for (unsigned i = 0; i < 5; i++)
+        sb_seg(&s[i], i + 1);
+    sb_msg(&s[2], &f.env[0], f.body[0], f.blen[0], 1); /* 0x100: pending, in 3 */
+    sb_msg(&s[2], &f.env[1], f.body[1], f.blen[1], 1); /* 0x101: finished by 2 */
+    sb_done(&s[1], 0x101, NULL, 0);
+    sb_msg(&s[1], &f.env[2], f.body[2], f.blen[2], 1); /* 0x102: finished by 1 */
+    sb_done(&s[0], 0x102, NULL, 0);
+    sb_msg(&s[3], &g.env[0], g.body[0], g.blen[0], 1); /* 0x200 in 4, done in 5 */
+    sb_done(&s[4], 0x200, r0, 1);
+    sb_msg(&s[4], &g.env[1], g.body[1], g.blen[1], 1); /* 0x201 in 5, done in 4 */
+    sb_done(&s[3], 0x201, NULL, 0);
+    for (unsigned i = 0; i < 5; i++)
+        write_seg(dir, i + 1, s[i].p, s[i].len);
+
+    cr_assert_eq(spool_recover(dir, &idx, NULL, NULL), 0);
+    cr_assert_eq(idx.nmsg, 1);
+    cr_assert_eq(idx.msg[0].env.id, 0x100);
+    cr_assert_eq(idx.done, 4);
+    cr_assert_eq(idx.nseg, 5);
+    cr_assert(idx.seg[2].keep && idx.seg[2].pending == 1);
+    cr_assert(idx.seg[1].keep && idx.seg[1].pending == 0);
+    cr_assert(idx.seg[0].keep && idx.seg[0].pending == 0);
+    cr_assert_not(idx.seg[3].keep);
+    cr_assert_not(idx.seg[4].keep);
+    spool_index_free(&idx);
+
+    /* 0x100 finished too: nothing is kept */
+    sb_done(&s[0], 0x100, NULL, 0);
+    write_seg(dir, 1, s[0].p, s[0].len);
+    cr_assert_eq(spool_recover(dir, &idx, NULL, NULL), 0);
+    cr_assert_eq(idx.nmsg, 0);
+    for (size_t i = 0; i < idx.nseg; i++)
+        cr_assert_not(idx.seg[i].keep, "segment %zu", i + 1);
+    spool_index_free(&idx);
+    for (unsigned i = 0; i < 5; i++)
+        free(s[i].p);
+    fixture_free(&f);
+    fixture_free(&g);
+    rm_spool_dir(dir);
+}
+
+Test(spool, seg_unlink)
+{
+    char *dir = mk_spool_dir();
+    char missing[600];
+    struct fixture f;
+    struct sb s1 = { 0 }, s2 = { 0 };
+    struct spool_index idx;
+
+    fixture_init(&f, 0x100);
+    sb_seg(&s1, 1);
+    sb_msg(&s1, &f.env[0], f.body[0], f.blen[0], 1);
+    sb_seg(&s2, 2);
+    sb_msg(&s2, &f.env[1], f.body[1], f.blen[1], 1);
+    sb_done(&s2, 0x101, NULL, 0);
+    write_seg(dir, 1, s1.p, s1.len);
+    write_seg(dir, 2, s2.p, s2.len);
+    write_file(dir, "README", "x", 1);
+
+    cr_assert_eq(spool_recover(dir, &idx, NULL, NULL), 0);
+    cr_assert_eq(idx.nseg, 2);
+    cr_assert_not(idx.seg[1].keep);
+    cr_assert_eq(spool_seg_unlink(dir, idx.seg[1].seg_id), 0);
+    spool_index_free(&idx);
+    cr_assert_eq(spool_recover(dir, &idx, NULL, NULL), 0);
+    cr_assert_eq(idx.nseg, 1);
+    cr_assert_eq(idx.seg[0].seg_id, 1);
+    cr_assert_eq(idx.nmsg, 1);
+    spool_index_free(&idx);
+
+    cr_assert_eq(spool_seg_unlink(dir, 2), -ENOENT);
+    cr_assert_eq(spool_seg_unlink(dir, 1), 0);
+    cr_assert_eq(spool_recover(dir, &idx, NULL, NULL), 0);
+    cr_assert_eq(idx.nseg, 0);
+    cr_assert_null(idx.seg);
+    spool_index_free(&idx);
+    cr_assert_eq(access(dir, F_OK), 0, "other files stay");
+    snprintf(missing, sizeof(missing), "%s/nope", dir);
+    cr_assert_eq(spool_seg_unlink(missing, 1), -ENOENT);
+    fixture_free(&f);
+    free(s1.p);
+    free(s2.p);
+    rm_spool_dir(dir);
+}
+
 /* ---- listing ---- */
 
 static char *
@@ -1643,6 +2105,48 @@ Test(spool, print_queue_format)
     out = print_queue(&idx);
     cr_assert_str_eq(out, "Mail queue is empty\n");
     free(out);
+}
+
+/* Finished recipients are not listed, in a hand-built index and in a recovered one. */
+Test(spool, print_queue_skips_finished_recipients)
+{
+    static const uint32_t r[] = { 0, 2 };
+    struct spool_index idx = { 0 };
+    struct spool_msg m = { 0 };
+    uint8_t marks[3] = { 1, 0, 1 };
+    char *out, *dir = mk_spool_dir();
+    struct fixture f;
+    struct sb b = { 0 };
+    static const char want[] =
+        "-Queue ID-       --Size-- ----Arrival Time---- -Sender/Recipient-------\n"
+        "0000000000000102        1 Fri Nov 27 17:21:07  MAILER-DAEMON\n"
+        "                                               rcpt1@example.org\n"
+        "\n"
+        "-- 1 Kbytes in 1 Request.\n";
+
+    make_env(&m.env, 0x102, "", 3);
+    m.env.body_len = 1;
+    m.rcpt_done = marks;
+    idx.msg = &m;
+    idx.nmsg = 1;
+    out = print_queue(&idx);
+    cr_assert_str_eq(out, want);
+    free(out);
+    env_free(&m.env);
+
+    fixture_init(&f, 0x100);
+    sb_seg(&b, 1);
+    sb_msg(&b, &f.env[2], f.body[2], f.blen[2], 1);
+    sb_done(&b, 0x102, r, 2);
+    write_seg(dir, 1, b.p, b.len);
+    cr_assert_eq(spool_recover(dir, &idx, NULL, NULL), 0);
+    out = print_queue(&idx);
+    cr_assert_str_eq(out, want);
+    free(out);
+    spool_index_free(&idx);
+    fixture_free(&f);
+    free(b.p);
+    rm_spool_dir(dir);
 }
 
 Test(spool, print_queue_dates_and_control_octets)
