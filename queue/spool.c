@@ -93,6 +93,9 @@ spool_rec_csum(const struct spool_rec_hdr *hdr, uint64_t seed, const struct iove
     XXH3_state_t st;
 
     h.csum = 0;
+    /* a state on the stack must be initialised before the reset: reset_withSeed() skips
+       deriving the secret when the stale st.seed happens to equal seed (xxhash.h) */
+    XXH3_INITSTATE(&st);
     XXH3_64bits_reset_withSeed(&st, seed);
     XXH3_64bits_update(&st, &h, sizeof(h));
     for (int i = 0; i < niov; i++) {
