@@ -30,7 +30,7 @@ extern int shim_failed;
     do {                                                                                           \
         if (!(cond)) {                                                                             \
             fprintf(stderr, "%s:%d: FAILED %s: ", __FILE__, __LINE__, text);                       \
-            fprintf(stderr, " " __VA_ARGS__);                                                       \
+            fprintf(stderr, " " __VA_ARGS__);                                                      \
             fprintf(stderr, "\n");                                                                 \
             shim_failed = 1;                                                                       \
             if (fatal)                                                                             \
