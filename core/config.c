@@ -3,9 +3,11 @@
  * document API), -o key=value, cross-key checks and the YAML dump.
  *
  * One table, cfg_keys[], drives everything: a key is added by adding a field
- * to struct ringmail_config and a row here. Loading and -o work on a copy of
- * the configuration that replaces the caller's only when everything parsed,
- * so a failed load or override leaves *cfg as it was.
+ * to struct ringmail_config and a row here. The list keys (listen,
+ * mynetworks, relay_domains, relayhost, routes) each have a type of their
+ * own, whose item parser is shared by the YAML sequence and -o text forms. Loading and -o work on a
+ * copy of the configuration that replaces the caller's only when everything parsed, so a failed
+ * load or override leaves *cfg as it was.
  *
  * Runs at startup and on reload, on the main thread; no global mutable state.
  * Text from the file or the command line is escaped and cut before it goes
@@ -35,6 +37,10 @@ enum cfg_type {
     CT_DURATION,   /* uint64_t milliseconds, unit required: ms, s, m, h, d */
     CT_ENUM,       /* an enum stored as int; names[] indexed by value */
     CT_LISTEN,     /* the listen[] / nlisten pair */
+    CT_NEXTHOPS,   /* a struct config_route_hops (relayhost) */
+    CT_ROUTES,     /* the routes[] / nroutes pair */
+    CT_DOMAINS,    /* the relay_domains[] / nrelay_domains pair */
+    CT_NETWORKS,   /* the mynetworks[] / nmynetworks pair */
 };
 
 enum cfg_flag {
@@ -50,7 +56,7 @@ struct cfg_key {
     uint64_t def;
     uint64_t min;
     uint64_t max;
-    const char *sdef;         /* default text of CT_STRING and CT_LISTEN keys */
+    const char *sdef;         /* default text of CT_STRING and list keys (as -o takes it) */
     const char *const *names; /* CT_ENUM: value names, NULL-terminated */
     unsigned flags;           /* CF_* */
 };
@@ -79,6 +85,11 @@ static const char *const bare_newline_names[] = { "normalize", "reject", NULL };
 static const struct cfg_key cfg_keys[] = {
     { .name = "listen", .type = CT_LISTEN, FIELD(listen), .sdef = "127.0.0.1:2525" },
     { .name = "myhostname", .type = CT_HOSTNAME, FIELD(myhostname), .flags = CF_HOSTNAME },
+    { .name = "mynetworks",
+      .type = CT_NETWORKS,
+      FIELD(mynetworks),
+      .sdef = "127.0.0.0/8, ::1/128" },
+    { .name = "relay_domains", .type = CT_DOMAINS, FIELD(relay_domains), .sdef = "" },
     { .name = "spool_dir", .type = CT_STRING, FIELD(spool_dir), .sdef = "./var/spool" },
     { .name = "durability",
       .type = CT_ENUM,
@@ -86,6 +97,7 @@ static const struct cfg_key cfg_keys[] = {
       .def = DURABILITY_FSYNC,
       .names = durability_names },
     { .name = "reactors", .type = CT_UINT, FIELD(reactors), .def = 0, .min = 0, .max = 256 },
+    { .name = "workers", .type = CT_UINT, FIELD(workers), .def = 0, .min = 0, .max = 256 },
     { .name = "message_size_limit",
       .type = CT_SIZE,
       FIELD(message_size_limit),
@@ -153,6 +165,75 @@ static const struct cfg_key cfg_keys[] = {
       .def = 64 * MiB,
       .min = MiB,
       .max = 4 * GiB },
+    /* delivery */
+    { .name = "relayhost", .type = CT_NEXTHOPS, FIELD(relayhost), .sdef = "" },
+    { .name = "routes", .type = CT_ROUTES, FIELD(routes), .sdef = "" },
+    /* the path of the built-in maildir route, stored in that route (config.h) */
+    { .name = "maildir_dir",
+      .type = CT_STRING,
+      FIELD(default_route.hop[0].path),
+      .sdef = "./var/maildir" },
+    { .name = "destination_concurrency_limit",
+      .type = CT_UINT,
+      FIELD(destination_concurrency_limit),
+      .def = 20,
+      .min = 1,
+      .max = 1000 },
+    { .name = "smtp_connection_reuse_count_limit",
+      .type = CT_UINT,
+      FIELD(smtp_connection_reuse_count_limit),
+      .def = 100,
+      .min = 1,
+      .max = 1000000,
+      .flags = CF_ZERO_OK },
+    { .name = "smtp_connect_timeout",
+      .type = CT_DURATION,
+      FIELD(smtp_connect_timeout),
+      .def = 30 * SEC,
+      .min = SEC,
+      .max = DAY },
+    { .name = "smtp_helo_timeout",
+      .type = CT_DURATION,
+      FIELD(smtp_helo_timeout),
+      .def = 300 * SEC,
+      .min = SEC,
+      .max = DAY },
+    { .name = "smtp_data_done_timeout",
+      .type = CT_DURATION,
+      FIELD(smtp_data_done_timeout),
+      .def = 600 * SEC,
+      .min = SEC,
+      .max = DAY },
+    { .name = "smtp_connection_cache_time_limit",
+      .type = CT_DURATION,
+      FIELD(smtp_connection_cache_time_limit),
+      .def = 2 * SEC,
+      .min = 0,
+      .max = HOUR },
+    { .name = "minimal_backoff_time",
+      .type = CT_DURATION,
+      FIELD(minimal_backoff_time),
+      .def = 300 * SEC,
+      .min = SEC,
+      .max = DAY },
+    { .name = "maximal_backoff_time",
+      .type = CT_DURATION,
+      FIELD(maximal_backoff_time),
+      .def = 4000 * SEC,
+      .min = SEC,
+      .max = DAY },
+    { .name = "maximal_queue_lifetime",
+      .type = CT_DURATION,
+      FIELD(maximal_queue_lifetime),
+      .def = 5 * DAY,
+      .min = SEC,
+      .max = 100 * DAY },
+    { .name = "bounce_queue_lifetime",
+      .type = CT_DURATION,
+      FIELD(bounce_queue_lifetime),
+      .def = 5 * DAY,
+      .min = SEC,
+      .max = 100 * DAY },
 };
 
 #define NKEYS ARRAY_SIZE(cfg_keys)
@@ -478,6 +559,8 @@ unknown_key(char *why, size_t n, const char *name, size_t len)
 
 /* ---- value parsers: 0, or -1 with "what is wrong; what was expected" in why ---- */
 
+#define HOP_FORMS "smtp:[host]:port, lmtp:[host]:port, lmtp:unix:/path or maildir:/path"
+
 static const char *
 type_expect(const struct cfg_key *k)
 {
@@ -496,6 +579,14 @@ type_expect(const struct cfg_key *k)
         return "one of the listed names";
     case CT_LISTEN:
         return "a list of host:port";
+    case CT_NEXTHOPS:
+        return "a list of next hops (" HOP_FORMS ")";
+    case CT_ROUTES:
+        return "a mapping of recipient domain to next hops";
+    case CT_DOMAINS:
+        return "a list of domains (example.com, or .example.com for its subdomains)";
+    case CT_NETWORKS:
+        return "a list of networks (address/prefix, e.g. 10.0.0.0/8 or ::1/128)";
     }
     return "a value";
 }
@@ -623,19 +714,10 @@ parse_enum(const struct cfg_key *k, const char *s, size_t len, unsigned *out, ch
     return -1;
 }
 
+/* No control characters, valid UTF-8: what every text value must be. */
 static int
-parse_string(const struct cfg_key *k, const char *s, size_t len, char *why, size_t n)
+text_check(const char *s, size_t len, char *why, size_t n)
 {
-    char txt[SHOW_MAX + 8];
-
-    if (len == 0) {
-        snprintf(why, n, "empty value; expected %s", type_expect(k));
-        return -1;
-    }
-    if (len >= k->size) {
-        snprintf(why, n, "value is %zu octets long; expected at most %zu", len, k->size - 1);
-        return -1;
-    }
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)s[i];
 
@@ -651,6 +733,24 @@ parse_string(const struct cfg_key *k, const char *s, size_t len, char *why, size
         snprintf(why, n, "value is not valid UTF-8; expected UTF-8 text");
         return -1;
     }
+    return 0;
+}
+
+static int
+parse_string(const struct cfg_key *k, const char *s, size_t len, char *why, size_t n)
+{
+    char txt[SHOW_MAX + 8];
+
+    if (len == 0) {
+        snprintf(why, n, "empty value; expected %s", type_expect(k));
+        return -1;
+    }
+    if (len >= k->size) {
+        snprintf(why, n, "value is %zu octets long; expected at most %zu", len, k->size - 1);
+        return -1;
+    }
+    if (text_check(s, len, why, n) < 0)
+        return -1;
     if (k->type == CT_HOSTNAME && !hostname_ok(s, len)) {
         show(txt, sizeof(txt), s, len);
         snprintf(why, n,
@@ -809,6 +909,620 @@ listen_commit(struct ringmail_config *cfg, const struct listen_list *l)
     cfg->nlisten = l->n;
 }
 
+/* ---- lists of items: relayhost, routes, relay_domains, mynetworks ---- */
+
+/* Adds one item s[0..len) to ctx; 0, or -1 with a message in why. */
+typedef int cfg_item_fn(void *ctx, const char *s, size_t len, char *why, size_t n);
+
+/* Separators of the text form of a list (-o, or a YAML scalar): as Postfix, commas and/or blanks.
+ */
+#define LIST_SEPS ", \t"
+/* Between the next hops of one route in -o: commas separate the routes. */
+#define HOP_SEPS  " \t"
+
+/* Call add() on each maximal run of octets not in seps (empty runs are skipped). */
+static int
+split_each(const char *s, size_t len, const char *seps, cfg_item_fn *add, void *ctx, char *why,
+           size_t n)
+{
+    size_t i = 0;
+
+    while (i < len) {
+        size_t start;
+
+        while (i < len && strchr(seps, s[i]) != NULL)
+            i++;
+        start = i;
+        while (i < len && strchr(seps, s[i]) == NULL)
+            i++;
+        if (i > start && add(ctx, s + start, i - start, why, n) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static bool
+all_digits(const char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        if (!is_digit(s[i]))
+            return false;
+    }
+    return true;
+}
+
+static bool
+all_letters(const char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        char c = ascii_lower(s[i]);
+
+        if (c < 'a' || c > 'z')
+            return false;
+    }
+    return len > 0;
+}
+
+static bool
+has_prefix(const char *s, size_t len, const char *lit)
+{
+    size_t l = strlen(lit);
+
+    return len >= l && memcmp(s, lit, l) == 0;
+}
+
+static void
+copy_lower(char *dst, const char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        dst[i] = ascii_lower(s[i]);
+    dst[len] = '\0';
+}
+
+/* The path of a unix-socket or maildir hop: 1..max-1 octets of printable UTF-8. */
+static int
+hop_path(const char *txt, const char *p, size_t plen, size_t max, char *out, char *why, size_t n)
+{
+    if (plen == 0) {
+        snprintf(why, n, "\"%s\": the path is empty; expected %s", txt, HOP_FORMS);
+        return -1;
+    }
+    if (plen >= max) {
+        snprintf(why, n, "\"%s\": the path is %zu octets long; expected at most %zu", txt, plen,
+                 max - 1);
+        return -1;
+    }
+    if (text_check(p, plen, why, n) < 0)
+        return -1;
+    memcpy(out, p, plen);
+    out[plen] = '\0';
+    return 0;
+}
+
+/* The host of a TCP hop into out[CONFIG_HOST_MAX], canonical: see struct config_nexthop. */
+static int
+hop_host(const char *txt, const char *h, size_t hlen, bool bracketed, char *out, char *why,
+         size_t n)
+{
+    char host[CONFIG_HOST_MAX];
+    unsigned char addr[16];
+
+    if (hlen == 0) {
+        snprintf(why, n, "\"%s\" has no host; expected %s", txt, HOP_FORMS);
+        return -1;
+    }
+    if (hlen >= sizeof(host)) {
+        snprintf(why, n, "\"%s\": the host is %zu octets long; expected at most %zu", txt, hlen,
+                 sizeof(host) - 1);
+        return -1;
+    }
+    memcpy(host, h, hlen);
+    host[hlen] = '\0';
+    if (memchr(h, ':', hlen) != NULL) {
+        if (!bracketed) {
+            snprintf(why, n,
+                     "\"%s\": an IPv6 address must be written in brackets, e.g. "
+                     "smtp:[2001:db8::25]:25",
+                     txt);
+            return -1;
+        }
+        if (inet_pton(AF_INET6, host, addr) != 1) {
+            snprintf(why, n, "\"%s\": \"%s\" is not a valid IPv6 address", txt, host);
+            return -1;
+        }
+        BUG_ON(inet_ntop(AF_INET6, addr, out, CONFIG_HOST_MAX) == NULL);
+    } else if (all_digits_dots(h, hlen)) {
+        if (inet_pton(AF_INET, host, addr) != 1) {
+            snprintf(why, n, "\"%s\": \"%s\" is not a valid IPv4 address", txt, host);
+            return -1;
+        }
+        BUG_ON(inet_ntop(AF_INET, addr, out, CONFIG_HOST_MAX) == NULL);
+    } else if (hostname_ok(h, hlen)) {
+        copy_lower(out, h, hlen);
+    } else {
+        snprintf(why, n,
+                 "\"%s\": the host is neither an IP address nor a hostname; expected "
+                 "a.b.c.d, [IPv6] or a hostname",
+                 txt);
+        return -1;
+    }
+    return 0;
+}
+
+/*
+ * One next hop: [smtp:]host[:port], [smtp:][host][:port], lmtp:[inet:]host...,
+ * lmtp:unix:/path or maildir:/path. Brackets are optional (ringmail never
+ * looks up MX, so they change nothing) except around an IPv6 address.
+ */
+static int
+nexthop_parse(const char *s, size_t len, struct config_nexthop *out, char *why, size_t n)
+{
+    char txt[SHOW_MAX + 8];
+    const char *end = s + len, *rest = s, *colon, *h, *p = NULL;
+    size_t hlen, plen = 0, used;
+    uint16_t defport = 25;
+    bool bracketed = false;
+    uint64_t port;
+
+    memset(out, 0, sizeof(*out)); /* unused bytes zero: hops compare with memcmp */
+    out->transport = TRANSPORT_SMTP;
+    show(txt, sizeof(txt), s, len);
+    if (len == 0) {
+        snprintf(why, n, "empty next hop; expected %s", HOP_FORMS);
+        return -1;
+    }
+    colon = memchr(s, ':', len);
+    if (s[0] != '[' && colon != NULL) {
+        const char *after = colon + 1;
+        size_t plen_pre = (size_t)(colon - s), alen = (size_t)(end - after);
+
+        if (plen_pre == 4 && memcmp(s, "smtp", 4) == 0) {
+            rest = after;
+        } else if (plen_pre == 4 && memcmp(s, "lmtp", 4) == 0) {
+            out->transport = TRANSPORT_LMTP;
+            defport = 24;
+            rest = after;
+            if (has_prefix(after, alen, "unix:"))
+                return hop_path(txt, after + 5, alen - 5, CONFIG_UNIX_PATH_MAX, out->path, why, n);
+            if (has_prefix(after, alen, "inet:"))
+                rest = after + 5; /* Postfix's lmtp:inet:host:port */
+        } else if (plen_pre == 7 && memcmp(s, "maildir", 7) == 0) {
+            out->transport = TRANSPORT_MAILDIR;
+            return hop_path(txt, after, alen, CONFIG_PATH_MAX, out->path, why, n);
+        } else if (all_letters(s, plen_pre) && alen > 0 && *after != ':' &&
+                   !all_digits(after, alen)) {
+            /* "name:something" that is not host:port (nor an unbracketed IPv6) */
+            char t[SHOW_MAX + 8];
+
+            show(t, sizeof(t), s, plen_pre);
+            snprintf(why, n,
+                     "\"%s\": unknown transport \"%s\"; expected smtp:, lmtp: or maildir:", txt, t);
+            return -1;
+        }
+    }
+    if (rest < end && rest[0] == '[') {
+        const char *rb = memchr(rest, ']', (size_t)(end - rest));
+
+        if (rb == NULL) {
+            snprintf(why, n, "\"%s\" has no closing ']'; expected [host]:port, e.g. [::1]:25", txt);
+            return -1;
+        }
+        h = rest + 1;
+        hlen = (size_t)(rb - h);
+        bracketed = true;
+        if (rb + 1 < end) {
+            if (rb[1] != ':') {
+                snprintf(why, n, "\"%s\": unexpected text after ']'; expected [host]:port", txt);
+                return -1;
+            }
+            p = rb + 2;
+            plen = (size_t)(end - p);
+        }
+    } else {
+        const char *c = end;
+
+        while (c > rest && c[-1] != ':')
+            c--;
+        h = rest;
+        hlen = (size_t)(end - rest);
+        if (c > rest) {
+            hlen = (size_t)(c - 1 - rest);
+            p = c;
+            plen = (size_t)(end - c);
+        }
+    }
+    if (hop_host(txt, h, hlen, bracketed, out->host, why, n) < 0)
+        return -1;
+    port = defport;
+    if (p != NULL &&
+        (parse_digits(p, plen, &used, &port) < 0 || used != plen || port < 1 || port > 65535)) {
+        char ptxt[SHOW_MAX + 8];
+
+        show(ptxt, sizeof(ptxt), p, plen);
+        snprintf(why, n, "\"%s\": port \"%s\" is not valid; expected a number in 1..65535", txt,
+                 ptxt);
+        return -1;
+    }
+    out->port = (uint16_t)port;
+    return 0;
+}
+
+int
+config_nexthop_format(const struct config_nexthop *h, char *buf, size_t n)
+{
+    switch (h->transport) {
+    case TRANSPORT_SMTP:
+        return snprintf(buf, n, "smtp:[%s]:%u", h->host, (unsigned)h->port);
+    case TRANSPORT_LMTP:
+        if (h->path[0] != '\0')
+            return snprintf(buf, n, "lmtp:unix:%s", h->path);
+        return snprintf(buf, n, "lmtp:[%s]:%u", h->host, (unsigned)h->port);
+    case TRANSPORT_MAILDIR:
+        return snprintf(buf, n, "maildir:%s", h->path);
+    }
+    BUG_ON(1);
+    return -1;
+}
+
+/* cfg_item_fn: append one next hop to the struct config_route_hops ctx. */
+static int
+hops_add(void *ctx, const char *s, size_t len, char *why, size_t n)
+{
+    struct config_route_hops *hl = ctx;
+    struct config_nexthop hop;
+    char txt[SHOW_MAX + 8];
+
+    if (nexthop_parse(s, len, &hop, why, n) < 0)
+        return -1;
+    show(txt, sizeof(txt), s, len);
+    for (unsigned i = 0; i < hl->nhops; i++) {
+        if (memcmp(&hl->hop[i], &hop, sizeof(hop)) == 0) {
+            snprintf(why, n, "\"%s\" is listed twice; expected each next hop once", txt);
+            return -1;
+        }
+    }
+    /* failover is for connections; a Maildir has none, so it never fails over */
+    if (hl->nhops > 0 &&
+        (hop.transport == TRANSPORT_MAILDIR || hl->hop[0].transport == TRANSPORT_MAILDIR)) {
+        snprintf(why, n,
+                 "\"%s\": a maildir next hop is alone in its list; expected either one "
+                 "maildir:/path or smtp and lmtp next hops",
+                 txt);
+        return -1;
+    }
+    if (hl->nhops == CONFIG_MAX_HOPS) {
+        snprintf(why, n, "too many next hops; expected at most %d", CONFIG_MAX_HOPS);
+        return -1;
+    }
+    memcpy(&hl->hop[hl->nhops++], &hop, sizeof(hop));
+    return 0;
+}
+
+/*
+ * A domain pattern into out[CONFIG_DOMAIN_MAX], lower case: "example.com",
+ * ".example.com" (its subdomains), or with star_ok "*".
+ */
+static int
+domain_parse(const char *s, size_t len, bool star_ok, char *out, char *why, size_t n)
+{
+    char txt[SHOW_MAX + 8];
+    size_t dot;
+
+    show(txt, sizeof(txt), s, len);
+    if (len == 0) {
+        snprintf(why, n, "empty domain; expected example.com, or .example.com for its subdomains");
+        return -1;
+    }
+    if (star_ok && len == 1 && s[0] == '*') {
+        memcpy(out, "*", 2);
+        return 0;
+    }
+    if (len > 2 && s[0] == '*' && s[1] == '.') {
+        char sub[SHOW_MAX + 8];
+
+        show(sub, sizeof(sub), s + 1, len - 1);
+        snprintf(why, n, "\"%s\": write the subdomains of a domain as \"%s\"", txt, sub);
+        return -1;
+    }
+    if (len >= CONFIG_DOMAIN_MAX) {
+        snprintf(why, n, "\"%s\" is %zu octets long; expected at most %d", txt, len,
+                 CONFIG_DOMAIN_MAX - 1);
+        return -1;
+    }
+    dot = s[0] == '.';
+    if (!hostname_ok(s + dot, len - dot)) {
+        snprintf(why, n,
+                 "\"%s\" is not a valid domain; expected example.com, or .example.com for its "
+                 "subdomains%s",
+                 txt, star_ok ? ", or * for any other domain" : "");
+        return -1;
+    }
+    copy_lower(out, s, len);
+    return 0;
+}
+
+/* cfg_item_fn: append one domain to ctx's relay_domains. */
+static int
+relay_domain_add(void *ctx, const char *s, size_t len, char *why, size_t n)
+{
+    struct ringmail_config *cfg = ctx;
+    char d[CONFIG_DOMAIN_MAX] = "", txt[SHOW_MAX + 8];
+
+    if (domain_parse(s, len, false, d, why, n) < 0)
+        return -1;
+    for (unsigned i = 0; i < cfg->nrelay_domains; i++) {
+        if (strcmp(cfg->relay_domains[i], d) == 0) {
+            show(txt, sizeof(txt), s, len);
+            snprintf(why, n, "\"%s\" is listed twice; expected each domain once", txt);
+            return -1;
+        }
+    }
+    if (cfg->nrelay_domains == CONFIG_MAX_RELAY_DOMAINS) {
+        snprintf(why, n, "too many domains; expected at most %d", CONFIG_MAX_RELAY_DOMAINS);
+        return -1;
+    }
+    memcpy(cfg->relay_domains[cfg->nrelay_domains++], d, sizeof(d));
+    return 0;
+}
+
+static void
+network_format(const struct config_network *net, char *buf, size_t n)
+{
+    char a[64];
+
+    BUG_ON(inet_ntop(net->v6 ? AF_INET6 : AF_INET, net->addr, a, sizeof(a)) == NULL);
+    snprintf(buf, n, "%s/%u", a, (unsigned)net->prefix);
+}
+
+#define NET_FORMS "address/prefix, e.g. 10.0.0.0/8 or ::1/128"
+
+/*
+ * "a.b.c.d/prefix", "IPv6/prefix" or "[IPv6]/prefix" (Postfix's form); no
+ * prefix means one host. Host bits past the prefix are cleared (Postfix
+ * warns about them; the docs say so). An IPv4-mapped IPv6 network with a
+ * prefix of 96 or more is stored as the IPv4 network it covers.
+ */
+static int
+network_parse(const char *s, size_t len, struct config_network *out, char *why, size_t n)
+{
+    char txt[SHOW_MAX + 8], atxt[SHOW_MAX + 8], a[64];
+    const char *slash = memchr(s, '/', len), *ap = s;
+    size_t alen = slash != NULL ? (size_t)(slash - s) : len;
+    unsigned max;
+    uint64_t prefix;
+
+    memset(out, 0, sizeof(*out));
+    show(txt, sizeof(txt), s, len);
+    if (len == 0) {
+        snprintf(why, n, "empty network; expected %s", NET_FORMS);
+        return -1;
+    }
+    if (alen >= 2 && ap[0] == '[' && ap[alen - 1] == ']') {
+        ap++;
+        alen -= 2;
+    }
+    if (alen == 0) {
+        snprintf(why, n, "\"%s\" has no address; expected %s", txt, NET_FORMS);
+        return -1;
+    }
+    show(atxt, sizeof(atxt), ap, alen);
+    a[0] = '\0'; /* too long for any address: inet_pton("") fails below */
+    if (alen < sizeof(a)) {
+        memcpy(a, ap, alen);
+        a[alen] = '\0';
+    }
+    if (memchr(ap, ':', alen) != NULL) {
+        out->v6 = true;
+        max = 128;
+        if (inet_pton(AF_INET6, a, out->addr) != 1) {
+            snprintf(why, n, "\"%s\": \"%s\" is not a valid IPv6 address", txt, atxt);
+            return -1;
+        }
+    } else {
+        max = 32;
+        if (inet_pton(AF_INET, a, out->addr) != 1) {
+            snprintf(why, n, "\"%s\": \"%s\" is not a valid IPv4 address", txt, atxt);
+            return -1;
+        }
+        if (ap != s) {
+            snprintf(why, n, "\"%s\": only an IPv6 address is written in brackets", txt);
+            return -1;
+        }
+    }
+    prefix = max;
+    if (slash != NULL) {
+        const char *p = slash + 1;
+        size_t plen = (size_t)(s + len - p), used;
+        char ptxt[SHOW_MAX + 8];
+
+        if (parse_digits(p, plen, &used, &prefix) < 0 || used != plen || prefix > max) {
+            show(ptxt, sizeof(ptxt), p, plen);
+            snprintf(why, n, "\"%s\": prefix \"/%s\" is not valid; expected /0../%u", txt, ptxt,
+                     max);
+            return -1;
+        }
+    }
+    out->prefix = (uint8_t)prefix;
+    if (out->v6 && out->prefix >= 96 &&
+        memcmp(out->addr, "\0\0\0\0\0\0\0\0\0\0\xff\xff", 12) == 0) {
+        memmove(out->addr, out->addr + 12, 4);
+        memset(out->addr + 4, 0, 12);
+        out->v6 = false;
+        out->prefix = (uint8_t)(out->prefix - 96);
+    }
+    for (unsigned bit = out->prefix; bit < 128; bit++)
+        out->addr[bit / 8] &= (uint8_t) ~(0x80u >> (bit % 8));
+    return 0;
+}
+
+/* cfg_item_fn: append one network to ctx's mynetworks. */
+static int
+network_add(void *ctx, const char *s, size_t len, char *why, size_t n)
+{
+    struct ringmail_config *cfg = ctx;
+    struct config_network net;
+    char txt[SHOW_MAX + 8], canon[80];
+
+    if (network_parse(s, len, &net, why, n) < 0)
+        return -1;
+    for (unsigned i = 0; i < cfg->nmynetworks; i++) {
+        if (memcmp(&cfg->mynetworks[i], &net, sizeof(net)) == 0) {
+            show(txt, sizeof(txt), s, len);
+            network_format(&net, canon, sizeof(canon));
+            snprintf(why, n,
+                     "\"%s\" is the same network as an earlier entry (%s); expected each "
+                     "network once",
+                     txt, canon);
+            return -1;
+        }
+    }
+    if (cfg->nmynetworks == CONFIG_MAX_NETWORKS) {
+        snprintf(why, n, "too many networks; expected at most %d", CONFIG_MAX_NETWORKS);
+        return -1;
+    }
+    cfg->mynetworks[cfg->nmynetworks++] = net;
+    return 0;
+}
+
+/*
+ * Start route number cfg->nroutes for the domain pattern s[0..len); on
+ * success the route is counted, with no hop yet, and *prefix_len octets of
+ * "route \"domain\": " are in why, for the caller's hop messages to follow.
+ */
+static int
+route_begin(struct ringmail_config *cfg, const char *s, size_t len, size_t *prefix_len, char *why,
+            size_t n)
+{
+    struct config_route *rt;
+    char d[CONFIG_DOMAIN_MAX] = "", txt[SHOW_MAX + 8];
+    int o;
+
+    if (domain_parse(s, len, true, d, why, n) < 0)
+        return -1;
+    show(txt, sizeof(txt), d, strlen(d));
+    for (unsigned i = 0; i < cfg->nroutes; i++) {
+        if (strcmp(cfg->routes[i].domain, d) == 0) {
+            snprintf(why, n, "route \"%s\" is listed twice; expected each domain once", txt);
+            return -1;
+        }
+    }
+    if (cfg->nroutes == CONFIG_MAX_ROUTES) {
+        snprintf(why, n, "too many routes; expected at most %d", CONFIG_MAX_ROUTES);
+        return -1;
+    }
+    rt = &cfg->routes[cfg->nroutes++];
+    memset(rt, 0, sizeof(*rt));
+    memcpy(rt->domain, d, sizeof(d));
+    o = snprintf(why, n, "route \"%s\": ", txt);
+    BUG_ON(o < 0 || (size_t)o >= n);
+    *prefix_len = (size_t)o;
+    return 0;
+}
+
+/* The route just begun got its hops: it must have at least one. */
+static int
+route_end(const struct ringmail_config *cfg, size_t prefix_len, char *why, size_t n)
+{
+    if (cfg->routes[cfg->nroutes - 1].hops.nhops > 0)
+        return 0;
+    snprintf(why + prefix_len, n - prefix_len, "no next hop; expected at least one of %s",
+             HOP_FORMS);
+    return -1;
+}
+
+/* -o routes=dom=hop hop,dom=hop: commas between routes, blanks between hops. */
+static int
+routes_parse_text(struct ringmail_config *cfg, const char *s, size_t len, char *why, size_t n)
+{
+    size_t start = 0;
+
+    memset(cfg->routes, 0, sizeof(cfg->routes));
+    cfg->nroutes = 0;
+    for (size_t i = 0; i <= len; i++) {
+        const char *e = s + start, *eq;
+        size_t elen = i - start, pl;
+
+        if (i < len && s[i] != ',')
+            continue;
+        start = i + 1;
+        while (elen > 0 && (*e == ' ' || *e == '\t')) {
+            e++;
+            elen--;
+        }
+        if (elen == 0)
+            continue;
+        eq = memchr(e, '=', elen);
+        if (eq == NULL) {
+            char txt[SHOW_MAX + 8];
+
+            show(txt, sizeof(txt), e, elen);
+            snprintf(why, n,
+                     "\"%s\" has no '='; expected domain=next hop [next hop...], e.g. "
+                     "example.com=[192.0.2.25]:25",
+                     txt);
+            return -1;
+        }
+        if (route_begin(cfg, e, (size_t)(eq - e), &pl, why, n) < 0)
+            return -1;
+        if (split_each(eq + 1, (size_t)(e + elen - eq - 1), HOP_SEPS, hops_add,
+                       &cfg->routes[cfg->nroutes - 1].hops, why + pl, n - pl) < 0)
+            return -1;
+        if (route_end(cfg, pl, why, n) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* The list keys other than listen: their item parser, and how to empty them. */
+static bool
+is_item_list(const struct cfg_key *k)
+{
+    return k->type == CT_NEXTHOPS || k->type == CT_DOMAINS || k->type == CT_NETWORKS;
+}
+
+static const char *
+item_expect(const struct cfg_key *k)
+{
+    switch (k->type) {
+    case CT_NEXTHOPS:
+        return "a next hop";
+    case CT_DOMAINS:
+        return "a domain";
+    case CT_NETWORKS:
+        return "a network";
+    default:
+        break;
+    }
+    BUG_ON(1);
+    return "";
+}
+
+/* Empty k's list in cfg; *ctx gets what its item function appends to. */
+static cfg_item_fn *
+list_clear(struct ringmail_config *cfg, const struct cfg_key *k, void **ctx)
+{
+    switch (k->type) {
+    case CT_NEXTHOPS:
+        memset(field(cfg, k), 0, k->size);
+        *ctx = field(cfg, k);
+        return hops_add;
+    case CT_DOMAINS:
+        memset(cfg->relay_domains, 0, sizeof(cfg->relay_domains));
+        cfg->nrelay_domains = 0;
+        *ctx = cfg;
+        return relay_domain_add;
+    case CT_NETWORKS:
+        memset(cfg->mynetworks, 0, sizeof(cfg->mynetworks));
+        cfg->nmynetworks = 0;
+        *ctx = cfg;
+        return network_add;
+    default:
+        break;
+    }
+    BUG_ON(1);
+    return NULL;
+}
+
 /* Parse text s[0..len) for key k into *cfg (not the listen key's sequence form). */
 static int
 key_set_text(struct ringmail_config *cfg, const struct cfg_key *k, const char *s, size_t len,
@@ -848,6 +1562,16 @@ key_set_text(struct ringmail_config *cfg, const struct cfg_key *k, const char *s
         listen_commit(cfg, &l);
         return 0;
     }
+    case CT_NEXTHOPS:
+    case CT_DOMAINS:
+    case CT_NETWORKS: {
+        void *ctx;
+        cfg_item_fn *add = list_clear(cfg, k, &ctx);
+
+        return split_each(s, len, LIST_SEPS, add, ctx, why, n);
+    }
+    case CT_ROUTES:
+        return routes_parse_text(cfg, s, len, why, n);
     }
     BUG_ON(1);
     return -1;
@@ -886,6 +1610,9 @@ config_defaults(struct ringmail_config *cfg)
         else
             set_num(cfg, k, k->def);
     }
+    /* the maildir_dir row filled the path; the rest of the built-in route */
+    cfg->default_route.hop[0].transport = TRANSPORT_MAILDIR;
+    cfg->default_route.nhops = 1;
 }
 
 int
@@ -994,6 +1721,122 @@ yload_listen_seq(const struct yload *y, struct ringmail_config *cfg, const struc
     return 0;
 }
 
+/* A sequence for a list key other than listen: one item per entry, never split. */
+static int
+yload_list_seq(const struct yload *y, struct ringmail_config *cfg, const struct cfg_key *k,
+               const yaml_node_t *seq)
+{
+    char why[WHY_MAX];
+    void *ctx;
+    cfg_item_fn *add = list_clear(cfg, k, &ctx);
+
+    for (yaml_node_item_t *it = seq->data.sequence.items.start; it < seq->data.sequence.items.top;
+         it++) {
+        const yaml_node_t *item = yaml_document_get_node(y->doc, *it);
+
+        BUG_ON(item == NULL);
+        if (item->type != YAML_SCALAR_NODE || node_is_null(item)) {
+            snprintf(why, sizeof(why), "an entry is %s; expected %s",
+                     item->type == YAML_SCALAR_NODE ? "empty" : node_kind(item), item_expect(k));
+            return yerr(y, node_line(item), k->name, why);
+        }
+        if (memchr(item->data.scalar.value, '\0', item->data.scalar.length) != NULL) {
+            snprintf(why, sizeof(why), "an entry contains a NUL octet; expected %s",
+                     item_expect(k));
+            return yerr(y, node_line(item), k->name, why);
+        }
+        if (add(ctx, (const char *)item->data.scalar.value, item->data.scalar.length, why,
+                sizeof(why)) < 0)
+            return yerr(y, node_line(item), k->name, why);
+    }
+    return 0;
+}
+
+/*
+ * The next hops of one route: a scalar (hops separated by commas and/or
+ * blanks) or a sequence (one hop per entry). Errors go after the
+ * "route \"domain\": " prefix already in why[0..pl).
+ */
+static int
+yload_route_hops(const struct yload *y, struct config_route_hops *hl, const yaml_node_t *kn,
+                 const yaml_node_t *vn, char *why, size_t n, size_t pl)
+{
+    if (vn->type == YAML_SCALAR_NODE && !node_is_null(vn)) {
+        if (memchr(vn->data.scalar.value, '\0', vn->data.scalar.length) != NULL) {
+            snprintf(why + pl, n - pl, "value contains a NUL octet; expected a next hop");
+            return yerr(y, node_line(vn), "routes", why);
+        }
+        if (split_each((const char *)vn->data.scalar.value, vn->data.scalar.length, LIST_SEPS,
+                       hops_add, hl, why + pl, n - pl) < 0)
+            return yerr(y, node_line(vn), "routes", why);
+        return 0;
+    }
+    if (vn->type != YAML_SEQUENCE_NODE) {
+        if (vn->type == YAML_SCALAR_NODE)
+            snprintf(why + pl, n - pl, "no next hop; expected at least one of %s", HOP_FORMS);
+        else
+            snprintf(why + pl, n - pl,
+                     "the next hops are %s; expected a next hop or a list of next hops",
+                     node_kind(vn));
+        return yerr(y, node_line(kn), "routes", why);
+    }
+    for (yaml_node_item_t *it = vn->data.sequence.items.start; it < vn->data.sequence.items.top;
+         it++) {
+        const yaml_node_t *item = yaml_document_get_node(y->doc, *it);
+
+        BUG_ON(item == NULL);
+        if (item->type != YAML_SCALAR_NODE || node_is_null(item)) {
+            snprintf(why + pl, n - pl, "an entry is %s; expected a next hop",
+                     item->type == YAML_SCALAR_NODE ? "empty" : node_kind(item));
+            return yerr(y, node_line(item), "routes", why);
+        }
+        if (memchr(item->data.scalar.value, '\0', item->data.scalar.length) != NULL) {
+            snprintf(why + pl, n - pl, "an entry contains a NUL octet; expected a next hop");
+            return yerr(y, node_line(item), "routes", why);
+        }
+        if (hops_add(hl, (const char *)item->data.scalar.value, item->data.scalar.length, why + pl,
+                     n - pl) < 0)
+            return yerr(y, node_line(item), "routes", why);
+    }
+    return 0;
+}
+
+/* routes as a mapping: domain -> next hop(s). Domain errors point at the domain's line. */
+static int
+yload_routes(const struct yload *y, struct ringmail_config *cfg, const yaml_node_t *map)
+{
+    char why[WHY_MAX];
+
+    memset(cfg->routes, 0, sizeof(cfg->routes));
+    cfg->nroutes = 0;
+    for (yaml_node_pair_t *pr = map->data.mapping.pairs.start; pr < map->data.mapping.pairs.top;
+         pr++) {
+        const yaml_node_t *kn = yaml_document_get_node(y->doc, pr->key);
+        const yaml_node_t *vn = yaml_document_get_node(y->doc, pr->value);
+        size_t pl;
+
+        BUG_ON(kn == NULL || vn == NULL);
+        if (kn->type != YAML_SCALAR_NODE || node_is_null(kn)) {
+            snprintf(why, sizeof(why), "a domain is %s; expected a domain, .domain or *",
+                     kn->type == YAML_SCALAR_NODE ? "empty" : node_kind(kn));
+            return yerr(y, node_line(kn), "routes", why);
+        }
+        if (memchr(kn->data.scalar.value, '\0', kn->data.scalar.length) != NULL) {
+            snprintf(why, sizeof(why), "a domain contains a NUL octet; expected a domain");
+            return yerr(y, node_line(kn), "routes", why);
+        }
+        if (route_begin(cfg, (const char *)kn->data.scalar.value, kn->data.scalar.length, &pl, why,
+                        sizeof(why)) < 0)
+            return yerr(y, node_line(kn), "routes", why);
+        if (yload_route_hops(y, &cfg->routes[cfg->nroutes - 1].hops, kn, vn, why, sizeof(why), pl) <
+            0)
+            return -1;
+        if (route_end(cfg, pl, why, sizeof(why)) < 0)
+            return yerr(y, node_line(kn), "routes", why);
+    }
+    return 0;
+}
+
 static int
 yload_mapping(const struct yload *y, struct ringmail_config *cfg, const yaml_node_t *root)
 {
@@ -1034,6 +1877,16 @@ yload_mapping(const struct yload *y, struct ringmail_config *cfg, const yaml_nod
 
         if (k->type == CT_LISTEN && vn->type == YAML_SEQUENCE_NODE) {
             if (yload_listen_seq(y, cfg, k, vn) < 0)
+                return -1;
+            continue;
+        }
+        if (is_item_list(k) && vn->type == YAML_SEQUENCE_NODE) {
+            if (yload_list_seq(y, cfg, k, vn) < 0)
+                return -1;
+            continue;
+        }
+        if (k->type == CT_ROUTES && vn->type == YAML_MAPPING_NODE) {
+            if (yload_routes(y, cfg, vn) < 0)
                 return -1;
             continue;
         }
@@ -1180,6 +2033,25 @@ config_finish(struct ringmail_config *cfg, char *err, size_t errlen)
                  a, b);
         return -1;
     }
+    if (cfg->minimal_backoff_time > cfg->maximal_backoff_time) {
+        fmt_duration(a, sizeof(a), cfg->minimal_backoff_time);
+        fmt_duration(b, sizeof(b), cfg->maximal_backoff_time);
+        snprintf(err, errlen,
+                 "key 'minimal_backoff_time': %s is longer than maximal_backoff_time (%s); "
+                 "expected at most maximal_backoff_time",
+                 a, b);
+        return -1;
+    }
+    if (cfg->relayhost.nhops > 0) {
+        for (unsigned i = 0; i < cfg->nroutes; i++) {
+            if (strcmp(cfg->routes[i].domain, "*") == 0) {
+                snprintf(err, errlen,
+                         "key 'relayhost': never used, since routes has a \"*\" route; "
+                         "expected either relayhost or a \"*\" route");
+                return -1;
+            }
+        }
+    }
     if (cfg->smtpd_greeting_delay >= cfg->smtpd_timeout) {
         fmt_duration(a, sizeof(a), cfg->smtpd_greeting_delay);
         fmt_duration(b, sizeof(b), cfg->smtpd_timeout);
@@ -1210,11 +2082,25 @@ dump_quoted(FILE *f, const char *s)
     fputc('"', f);
 }
 
+/* A list of hops as YAML sequence entries, indent spaces in. */
+static void
+dump_hops(FILE *f, const struct config_route_hops *hl, int indent)
+{
+    char text[CONFIG_NEXTHOP_TEXT_MAX];
+
+    for (unsigned j = 0; j < hl->nhops; j++) {
+        BUG_ON(config_nexthop_format(&hl->hop[j], text, sizeof(text)) >= (int)sizeof(text));
+        fprintf(f, "%*s- ", indent, "");
+        dump_quoted(f, text);
+        fputc('\n', f);
+    }
+}
+
 void
 config_dump(const struct ringmail_config *cfg, void *file)
 {
     FILE *f = file;
-    char buf[64];
+    char buf[64], net[80];
 
     if (cfg->file[0] != '\0') {
         show(buf, sizeof(buf), cfg->file, strlen(cfg->file));
@@ -1233,6 +2119,37 @@ config_dump(const struct ringmail_config *cfg, void *file)
 
                 fprintf(f, hp->v6 ? "  - \"[%s]:%u\"\n" : "  - \"%s:%u\"\n", hp->host,
                         (unsigned)hp->port);
+            }
+            break;
+        case CT_NEXTHOPS: {
+            const struct config_route_hops *hl = cfield(cfg, k);
+
+            fprintf(f, "%s:%s\n", k->name, hl->nhops == 0 ? " []" : "");
+            dump_hops(f, hl, 2);
+            break;
+        }
+        case CT_ROUTES:
+            fprintf(f, "%s:%s\n", k->name, cfg->nroutes == 0 ? " {}" : "");
+            for (unsigned j = 0; j < cfg->nroutes; j++) {
+                fprintf(f, "  ");
+                dump_quoted(f, cfg->routes[j].domain);
+                fprintf(f, ":\n");
+                dump_hops(f, &cfg->routes[j].hops, 4);
+            }
+            break;
+        case CT_DOMAINS:
+            fprintf(f, "%s:%s\n", k->name, cfg->nrelay_domains == 0 ? " []" : "");
+            for (unsigned j = 0; j < cfg->nrelay_domains; j++) {
+                fprintf(f, "  - ");
+                dump_quoted(f, cfg->relay_domains[j]);
+                fputc('\n', f);
+            }
+            break;
+        case CT_NETWORKS:
+            fprintf(f, "%s:%s\n", k->name, cfg->nmynetworks == 0 ? " []" : "");
+            for (unsigned j = 0; j < cfg->nmynetworks; j++) {
+                network_format(&cfg->mynetworks[j], net, sizeof(net));
+                fprintf(f, "  - \"%s\"\n", net);
             }
             break;
         case CT_STRING:

@@ -24,6 +24,15 @@
 #define CONFIG_PATH_MAX   1024
 #define CONFIG_ERR_MAX    512
 
+#define CONFIG_MAX_HOPS          8   /* next hops in one failover list */
+#define CONFIG_MAX_ROUTES        64  /* entries of `routes` */
+#define CONFIG_MAX_RELAY_DOMAINS 256 /* entries of `relay_domains` */
+#define CONFIG_MAX_NETWORKS      64  /* entries of `mynetworks` */
+#define CONFIG_DOMAIN_MAX        256 /* a domain pattern, NUL included */
+#define CONFIG_UNIX_PATH_MAX     108 /* sizeof(sockaddr_un.sun_path), NUL included */
+/* config_nexthop_format()'s longest output, NUL included ("maildir:" + path) */
+#define CONFIG_NEXTHOP_TEXT_MAX  (CONFIG_PATH_MAX + 16)
+
 enum config_durability {
     DURABILITY_FSYNC = 0,
     DURABILITY_NONE,
@@ -34,6 +43,12 @@ enum config_bare_newline {
     BARE_NEWLINE_REJECT,
 };
 
+enum config_transport {
+    TRANSPORT_SMTP = 0,
+    TRANSPORT_LMTP,
+    TRANSPORT_MAILDIR,
+};
+
 /* "127.0.0.1:2525" or "[::1]:2525": host is stored without brackets. */
 struct config_hostport {
     char host[CONFIG_HOST_MAX];
@@ -41,6 +56,54 @@ struct config_hostport {
     bool v6; /* written in brackets */
 };
 
+/*
+ * One next hop, in canonical form (config_nexthop_format() prints it back):
+ * - smtp, and lmtp over TCP: host and port set, path "". host has no
+ *   brackets; an IP literal is in inet_ntop() form, a name is lower case and
+ *   is resolved with A/AAAA when connecting (ringmail never looks up MX).
+ * - lmtp over a unix socket: path set (at most CONFIG_UNIX_PATH_MAX - 1
+ *   octets), host "" and port 0.
+ * - maildir: path set, host "" and port 0.
+ * Unused bytes are zero, so hops (and configurations) compare with memcmp.
+ */
+struct config_nexthop {
+    enum config_transport transport;
+    char host[CONFIG_HOST_MAX];
+    uint16_t port;
+    char path[CONFIG_PATH_MAX]; /* unix socket or maildir */
+};
+
+/*
+ * An ordered failover list: hop[0] is tried first, the next one when a
+ * connection fails. A maildir hop is always alone in its list. nhops is 0
+ * only for an unset relayhost; entries past nhops are all zero.
+ */
+struct config_route_hops {
+    struct config_nexthop hop[CONFIG_MAX_HOPS];
+    unsigned nhops;
+};
+
+/*
+ * One entry of `routes`. domain is lower case and is either "example.com"
+ * (that domain), ".example.com" (any subdomain of example.com, not
+ * example.com itself) or "*" (any other domain). hops.nhops >= 1.
+ */
+struct config_route {
+    char domain[CONFIG_DOMAIN_MAX];
+    struct config_route_hops hops;
+};
+
+/* One entry of `mynetworks`: the host bits of addr are zero. */
+struct config_network {
+    uint8_t addr[16]; /* network byte order; IPv4 in addr[0..4) */
+    uint8_t prefix;   /* 0..32 for IPv4, 0..128 for IPv6 */
+    bool v6;          /* an IPv4-mapped network (::ffff:0:0/96 and longer) is stored as IPv4 */
+};
+
+/*
+ * A plain value: fixed-size arrays and no pointers, so a configuration can be
+ * copied with `=` and compared with memcmp (every unused byte is zero).
+ */
 struct ringmail_config {
     /* where the values came from; "" means built-in defaults only */
     char file[CONFIG_PATH_MAX];
@@ -51,22 +114,57 @@ struct ringmail_config {
     char spool_dir[CONFIG_PATH_MAX];  /* default: ./var/spool */
     enum config_durability durability;
     unsigned reactors; /* 0 = one per online CPU */
+    unsigned workers;  /* outbound delivery threads; 0 = one per online CPU */
 
-    uint64_t message_size_limit;    /* octets; default 10240000; 0 = no limit */
-    uint64_t max_line_length;       /* octets incl. CRLF; 0 = no limit (default) */
-    uint64_t command_line_limit;    /* octets incl. CRLF; default 2048, min 512 */
-    unsigned smtpd_recipient_limit; /* default 1000 */
+    /* who may relay: a RCPT is accepted when the client is in mynetworks or
+     * the recipient's domain is in relay_domains (core/route.h) */
+    struct config_network mynetworks[CONFIG_MAX_NETWORKS]; /* default 127.0.0.0/8, ::1/128 */
+    unsigned nmynetworks;
+    char relay_domains[CONFIG_MAX_RELAY_DOMAINS][CONFIG_DOMAIN_MAX]; /* lower case */
+    unsigned nrelay_domains;
+
+    uint64_t message_size_limit;     /* octets; default 10240000; 0 = no limit */
+    uint64_t max_line_length;        /* octets incl. CRLF; 0 = no limit (default) */
+    uint64_t command_line_limit;     /* octets incl. CRLF; default 2048, min 512 */
+    unsigned smtpd_recipient_limit;  /* default 1000 */
     unsigned smtpd_hard_error_limit; /* default 20 */
     unsigned max_connections;        /* default 10000, whole process */
     enum config_bare_newline bare_newline;
 
     /* durations in milliseconds */
-    uint64_t smtpd_timeout;          /* command / idle timeout, default 300s, min 1s */
-    uint64_t smtpd_data_timeout;     /* data block timeout, default 180s, min 1s */
-    uint64_t smtpd_greeting_delay;   /* early-talker wait before 220, default 0 */
+    uint64_t smtpd_timeout;        /* command / idle timeout, default 300s, min 1s */
+    uint64_t smtpd_data_timeout;   /* data block timeout, default 180s, min 1s */
+    uint64_t smtpd_greeting_delay; /* early-talker wait before 220, default 0 */
 
     /* spool */
     uint64_t spool_segment_size; /* rotate a segment past this many octets, default 64 MiB */
+
+    /*
+     * Delivery. A recipient domain goes, in this order, to: its exact route,
+     * the longest matching ".suffix" route, the "*" route, relayhost, and
+     * last default_route. Use core/route.h rather than reading these.
+     */
+    struct config_route routes[CONFIG_MAX_ROUTES]; /* in file order */
+    unsigned nroutes;
+    struct config_route_hops relayhost; /* nhops 0 = unset (default) */
+    /*
+     * The built-in last resort: exactly one hop, maildir:<maildir_dir>.
+     * default_route.hop[0].path *is* the `maildir_dir` key's storage, so the
+     * route exists without a copy (default ./var/maildir).
+     */
+    struct config_route_hops default_route;
+    unsigned destination_concurrency_limit;     /* sessions per destination, default 20 */
+    unsigned smtp_connection_reuse_count_limit; /* deliveries per connection, 100; 0 = no limit */
+
+    /* delivery durations in milliseconds */
+    uint64_t smtp_connect_timeout;             /* default 30s */
+    uint64_t smtp_helo_timeout;                /* every reply but the one after the dot, 300s */
+    uint64_t smtp_data_done_timeout;           /* the reply after the final dot, 600s */
+    uint64_t smtp_connection_cache_time_limit; /* keep an idle connection this long, 2s */
+    uint64_t minimal_backoff_time;             /* first retry delay, 300s; <= maximal */
+    uint64_t maximal_backoff_time;             /* retry delay cap, 4000s */
+    uint64_t maximal_queue_lifetime;           /* then bounce, 5d */
+    uint64_t bounce_queue_lifetime;            /* for bounces (null sender), 5d */
 };
 
 /* Fill *cfg with the built-in defaults (works from any folder). */
@@ -87,6 +185,14 @@ int config_set(struct ringmail_config *cfg, const char *kv, char *err, size_t er
 
 /* Cross-key checks after loading; 0 or -1 with a message. */
 int config_finish(struct ringmail_config *cfg, char *err, size_t errlen);
+
+/*
+ * Write h's canonical text into buf[0..n): "smtp:[host]:port",
+ * "lmtp:[host]:port", "lmtp:unix:/path" or "maildir:/path"; the loader reads
+ * it back to the same hop. Returns the length snprintf() would have written
+ * (n >= CONFIG_NEXTHOP_TEXT_MAX always fits). Any thread.
+ */
+int config_nexthop_format(const struct config_nexthop *h, char *buf, size_t n);
 
 /* Print the effective configuration as YAML (for `ringmail -t -v`). */
 void config_dump(const struct ringmail_config *cfg, void *file /* FILE * */);

@@ -125,6 +125,30 @@ Test(config, defaults)
     cr_assert_eq(cfg.smtpd_data_timeout, 180000);
     cr_assert_eq(cfg.smtpd_greeting_delay, 0);
     cr_assert_eq(cfg.spool_segment_size, 64ull << 20);
+    cr_assert_eq(cfg.workers, 0);
+    cr_assert_eq(cfg.nmynetworks, 2);
+    cr_assert_not(cfg.mynetworks[0].v6);
+    cr_assert_eq(cfg.mynetworks[0].prefix, 8);
+    cr_assert_eq(cfg.mynetworks[0].addr[0], 127);
+    cr_assert(cfg.mynetworks[1].v6);
+    cr_assert_eq(cfg.mynetworks[1].prefix, 128);
+    cr_assert_eq(cfg.mynetworks[1].addr[15], 1);
+    cr_assert_eq(cfg.nrelay_domains, 0);
+    cr_assert_eq(cfg.relayhost.nhops, 0);
+    cr_assert_eq(cfg.nroutes, 0);
+    cr_assert_eq(cfg.default_route.nhops, 1);
+    cr_assert_eq(cfg.default_route.hop[0].transport, TRANSPORT_MAILDIR);
+    cr_assert_str_eq(cfg.default_route.hop[0].path, "./var/maildir");
+    cr_assert_eq(cfg.destination_concurrency_limit, 20);
+    cr_assert_eq(cfg.smtp_connection_reuse_count_limit, 100);
+    cr_assert_eq(cfg.smtp_connect_timeout, 30000);
+    cr_assert_eq(cfg.smtp_helo_timeout, 300000);
+    cr_assert_eq(cfg.smtp_data_done_timeout, 600000);
+    cr_assert_eq(cfg.smtp_connection_cache_time_limit, 2000);
+    cr_assert_eq(cfg.minimal_backoff_time, 300000);
+    cr_assert_eq(cfg.maximal_backoff_time, 4000000);
+    cr_assert_eq(cfg.maximal_queue_lifetime, 5ull * 86400000);
+    cr_assert_eq(cfg.bounce_queue_lifetime, 5ull * 86400000);
     cr_assert_eq(config_finish(&cfg, err, sizeof(err)), 0, "%s", err);
 }
 
@@ -175,7 +199,26 @@ Test(config, every_key_from_yaml)
                                "smtpd_timeout: 5m\n"
                                "smtpd_data_timeout: \"10m\"\n"
                                "smtpd_greeting_delay: 1500ms\n"
-                               "spool_segment_size: 1G\n";
+                               "spool_segment_size: 1G\n"
+                               "workers: 4\n"
+                               "mynetworks: [10.0.0.0/8, \"[2001:db8::]/32\"]\n"
+                               "relay_domains:\n"
+                               "  - example.com\n"
+                               "  - .Example.ORG\n"
+                               "relayhost: \"[192.0.2.25]:2525\"\n"
+                               "routes:\n"
+                               "  example.net: lmtp:unix:/run/lmtp\n"
+                               "maildir_dir: /srv/maildir\n"
+                               "destination_concurrency_limit: 5\n"
+                               "smtp_connection_reuse_count_limit: 0\n"
+                               "smtp_connect_timeout: 10s\n"
+                               "smtp_helo_timeout: 2m\n"
+                               "smtp_data_done_timeout: 20m\n"
+                               "smtp_connection_cache_time_limit: 0s\n"
+                               "minimal_backoff_time: 1m\n"
+                               "maximal_backoff_time: 1h\n"
+                               "maximal_queue_lifetime: 3d\n"
+                               "bounce_queue_lifetime: 1d\n";
     struct ringmail_config cfg;
     char err[ERRLEN];
     struct tmp t;
@@ -203,6 +246,32 @@ Test(config, every_key_from_yaml)
     cr_assert_eq(cfg.smtpd_data_timeout, 600000);
     cr_assert_eq(cfg.smtpd_greeting_delay, 1500);
     cr_assert_eq(cfg.spool_segment_size, 1ull << 30);
+    cr_assert_eq(cfg.workers, 4);
+    cr_assert_eq(cfg.nmynetworks, 2);
+    cr_assert_eq(cfg.mynetworks[0].prefix, 8);
+    cr_assert(cfg.mynetworks[1].v6);
+    cr_assert_eq(cfg.mynetworks[1].prefix, 32);
+    cr_assert_eq(cfg.nrelay_domains, 2);
+    cr_assert_str_eq(cfg.relay_domains[0], "example.com");
+    cr_assert_str_eq(cfg.relay_domains[1], ".example.org");
+    cr_assert_eq(cfg.relayhost.nhops, 1);
+    cr_assert_str_eq(cfg.relayhost.hop[0].host, "192.0.2.25");
+    cr_assert_eq(cfg.relayhost.hop[0].port, 2525);
+    cr_assert_eq(cfg.nroutes, 1);
+    cr_assert_str_eq(cfg.routes[0].domain, "example.net");
+    cr_assert_eq(cfg.routes[0].hops.hop[0].transport, TRANSPORT_LMTP);
+    cr_assert_str_eq(cfg.routes[0].hops.hop[0].path, "/run/lmtp");
+    cr_assert_str_eq(cfg.default_route.hop[0].path, "/srv/maildir");
+    cr_assert_eq(cfg.destination_concurrency_limit, 5);
+    cr_assert_eq(cfg.smtp_connection_reuse_count_limit, 0);
+    cr_assert_eq(cfg.smtp_connect_timeout, 10000);
+    cr_assert_eq(cfg.smtp_helo_timeout, 120000);
+    cr_assert_eq(cfg.smtp_data_done_timeout, 1200000);
+    cr_assert_eq(cfg.smtp_connection_cache_time_limit, 0);
+    cr_assert_eq(cfg.minimal_backoff_time, 60000);
+    cr_assert_eq(cfg.maximal_backoff_time, 3600000);
+    cr_assert_eq(cfg.maximal_queue_lifetime, 3ull * 86400000);
+    cr_assert_eq(cfg.bounce_queue_lifetime, 86400000);
     cr_assert_eq(config_finish(&cfg, err, sizeof(err)), 0, "%s", err);
 }
 
@@ -237,6 +306,34 @@ Test(config, uint_parse_and_bounds)
                    "number");
     expect_set_err("reactors=4294967297",
                    "-o reactors: 4294967297 is out of range; expected 0..256");
+}
+
+Test(config, delivery_uints)
+{
+    struct ringmail_config cfg;
+
+    config_defaults(&cfg);
+    set_ok(&cfg, "workers=256");
+    cr_assert_eq(cfg.workers, 256);
+    set_ok(&cfg, "destination_concurrency_limit=1");
+    cr_assert_eq(cfg.destination_concurrency_limit, 1);
+    set_ok(&cfg, "destination_concurrency_limit=1000");
+    cr_assert_eq(cfg.destination_concurrency_limit, 1000);
+    set_ok(&cfg, "smtp_connection_reuse_count_limit=0");
+    cr_assert_eq(cfg.smtp_connection_reuse_count_limit, 0);
+    set_ok(&cfg, "smtp_connection_reuse_count_limit=1");
+    cr_assert_eq(cfg.smtp_connection_reuse_count_limit, 1);
+
+    expect_set_err("workers=257", "-o workers: 257 is out of range; expected 0..256");
+    expect_set_err("destination_concurrency_limit=0",
+                   "-o destination_concurrency_limit: 0 is out of range; expected 1..1000");
+    expect_set_err("destination_concurrency_limit=1001",
+                   "-o destination_concurrency_limit: 1001 is out of range; expected 1..1000");
+    expect_set_err("smtp_connection_reuse_count_limit=1000001",
+                   "-o smtp_connection_reuse_count_limit: 1000001 is out of range; expected 0 "
+                   "(no limit) or 1..1000000");
+    expect_load_err("workers: -1\n", 1,
+                    "key 'workers': \"-1\" is not a number; expected a whole number");
 }
 
 /* ---- sizes ---- */
@@ -365,6 +462,23 @@ Test(config, duration_errors_and_bounds)
                    "-o smtpd_data_timeout: 0ms is out of range; expected 1s..1d");
     expect_set_err("smtpd_greeting_delay=61s",
                    "-o smtpd_greeting_delay: 61s is out of range; expected 0s..1m");
+    expect_set_err("smtp_connection_cache_time_limit=61m",
+                   "-o smtp_connection_cache_time_limit: 61m is out of range; expected 0s..1h");
+    expect_set_err("smtp_connect_timeout=0s",
+                   "-o smtp_connect_timeout: 0s is out of range; expected 1s..1d");
+    expect_set_err("smtp_helo_timeout=25h",
+                   "-o smtp_helo_timeout: 25h is out of range; expected 1s..1d");
+    expect_set_err("smtp_data_done_timeout=600",
+                   "-o smtp_data_done_timeout: \"600\" has no unit; expected a duration with a "
+                   "unit (ms, s, m, h, d), e.g. \"600s\"");
+    expect_set_err("minimal_backoff_time=999ms",
+                   "-o minimal_backoff_time: 999ms is out of range; expected 1s..1d");
+    expect_set_err("maximal_backoff_time=0s",
+                   "-o maximal_backoff_time: 0s is out of range; expected 1s..1d");
+    expect_set_err("maximal_queue_lifetime=101d",
+                   "-o maximal_queue_lifetime: 101d is out of range; expected 1s..100d");
+    expect_set_err("bounce_queue_lifetime=0s",
+                   "-o bounce_queue_lifetime: 0s is out of range; expected 1s..100d");
     expect_set_err("smtpd_timeout=300000000000000d",
                    "-o smtpd_timeout: \"300000000000000d\" is too large; expected a duration "
                    "with a unit (ms, s, m, h, d), e.g. 300s");
@@ -606,8 +720,10 @@ Test(config, unknown_key_names_file_line_key)
                     "\n"
                     "smtpd_timout: 30s\n",
                     4, "key 'smtpd_timout': unknown key (did you mean 'smtpd_timeout'?)");
-    expect_load_err("reactors: 2\nrelayhost: \"[mx.example]:25\"\n", 2,
-                    "key 'relayhost': unknown key");
+    expect_load_err("reactors: 2\nrelay_host: \"[mx.example]:25\"\n", 2,
+                    "key 'relay_host': unknown key (did you mean 'relayhost'?)");
+    expect_load_err("reactors: 2\nsmarthost: \"[mx.example]:25\"\n", 2,
+                    "key 'smarthost': unknown key");
 }
 
 Test(config, yaml_syntax_error_has_a_line)
@@ -741,9 +857,28 @@ Test(config, finish_cross_key)
     cr_assert_eq(config_finish(&cfg, err, sizeof(err)), -1);
     cr_assert_str_eq(err, "key 'smtpd_greeting_delay': 30s is not shorter than smtpd_timeout "
                           "(30s); expected less than smtpd_timeout");
+
+    config_defaults(&cfg);
+    set_ok(&cfg, "minimal_backoff_time=4001s");
+    cr_assert_eq(config_finish(&cfg, err, sizeof(err)), -1);
+    cr_assert_str_eq(err, "key 'minimal_backoff_time': 4001s is longer than maximal_backoff_time "
+                          "(4000s); expected at most maximal_backoff_time");
+    set_ok(&cfg, "maximal_backoff_time=4001s"); /* equal is fine: a constant retry delay */
+    cr_assert_eq(config_finish(&cfg, err, sizeof(err)), 0, "%s", err);
+
+    config_defaults(&cfg);
+    set_ok(&cfg, "relayhost=[192.0.2.1]:25");
+    set_ok(&cfg, "routes=example.com=[192.0.2.2],*=[192.0.2.3]");
+    cr_assert_eq(config_finish(&cfg, err, sizeof(err)), -1);
+    cr_assert_str_eq(err, "key 'relayhost': never used, since routes has a \"*\" route; "
+                          "expected either relayhost or a \"*\" route");
+    set_ok(&cfg, "routes=example.com=[192.0.2.2]");
+    cr_assert_eq(config_finish(&cfg, err, sizeof(err)), 0, "%s", err);
 }
 
 /* ---- dump ---- */
+
+#define DUMP_MAX (1u << 20) /* room for every list key full */
 
 static size_t
 dump_to(const struct ringmail_config *cfg, char *buf, size_t n)
@@ -762,14 +897,17 @@ dump_to(const struct ringmail_config *cfg, char *buf, size_t n)
 static void
 round_trip(const struct ringmail_config *in)
 {
-    struct ringmail_config out;
-    char buf[16384], err[ERRLEN];
-    size_t len = dump_to(in, buf, sizeof(buf));
+    static struct ringmail_config out;
+    char *buf = malloc(DUMP_MAX), err[ERRLEN];
+    size_t len;
     struct tmp t;
 
-    cr_assert_eq(load_len(buf, len, &out, err, &t), 0, "%s\n%s", err, buf);
+    cr_assert_not_null(buf);
+    len = dump_to(in, buf, DUMP_MAX);
+    cr_assert_eq(load_len(buf, len, &out, err, &t), 0, "%s\n%.4000s", err, buf);
     memcpy(out.file, in->file, sizeof(out.file));
-    cr_assert(memcmp(&out, in, sizeof(out)) == 0, "round trip differs:\n%s", buf);
+    cr_assert(memcmp(&out, in, sizeof(out)) == 0, "round trip differs:\n%.4000s", buf);
+    free(buf);
 }
 
 Test(config, dump_round_trip_defaults)
@@ -785,11 +923,21 @@ Test(config, dump_round_trip_defaults)
     cr_assert(strstr(buf, "\nmessage_size_limit: 10240000\n") != NULL, "%s", buf);
     cr_assert(strstr(buf, "\nspool_segment_size: 64M\n") != NULL, "%s", buf);
     cr_assert(strstr(buf, "\nsmtpd_greeting_delay: 0s\n") != NULL, "%s", buf);
+    cr_assert(strstr(buf, "\nmynetworks:\n  - \"127.0.0.0/8\"\n  - \"::1/128\"\n") != NULL, "%s",
+              buf);
+    cr_assert(strstr(buf, "\nrelay_domains: []\n") != NULL, "%s", buf);
+    cr_assert(strstr(buf, "\nrelayhost: []\n") != NULL, "%s", buf);
+    cr_assert(strstr(buf, "\nroutes: {}\n") != NULL, "%s", buf);
+    cr_assert(strstr(buf, "\nmaildir_dir: \"./var/maildir\"\n") != NULL, "%s", buf);
+    cr_assert(strstr(buf, "\nmaximal_backoff_time: 4000s\n") != NULL, "%s", buf);
+    cr_assert(strstr(buf, "\nmaximal_queue_lifetime: 5d\n") != NULL, "%s", buf);
 }
 
 Test(config, dump_round_trip_everything_changed)
 {
     struct ringmail_config cfg;
+    char err[ERRLEN];
+    struct tmp t;
 
     config_defaults(&cfg);
     set_ok(&cfg, "listen=[2001:db8::25]:25,192.0.2.7:2525,mail.example:587");
@@ -808,10 +956,39 @@ Test(config, dump_round_trip_everything_changed)
     set_ok(&cfg, "smtpd_data_timeout=23h");
     set_ok(&cfg, "smtpd_greeting_delay=59999ms");
     set_ok(&cfg, "spool_segment_size=3G");
+    set_ok(&cfg, "workers=5");
+    set_ok(&cfg, "mynetworks=10.1.2.3/8 192.0.2.1,[2001:DB8::]/48,::ffff:198.51.100.0/120");
+    set_ok(&cfg, "relay_domains=Example.COM,.example.org");
+    set_ok(&cfg, "relayhost=smtp:[2001:db8::25]:2525,MX.Example.net,lmtp:[192.0.2.9]");
+    set_ok(&cfg, "routes=example.com=[10.0.0.1]:25 [10.0.0.2]:25,"
+                 ".example.org=lmtp:unix:/run/dovecot/lmtp,"
+                 "local.test=maildir:/srv/mail");
+    set_ok(&cfg, "maildir_dir=/srv/\"odd\" maildir #2");
+    set_ok(&cfg, "destination_concurrency_limit=999");
+    set_ok(&cfg, "smtp_connection_reuse_count_limit=0");
+    set_ok(&cfg, "smtp_connect_timeout=45s");
+    set_ok(&cfg, "smtp_helo_timeout=1h");
+    set_ok(&cfg, "smtp_data_done_timeout=1500ms");
+    set_ok(&cfg, "smtp_connection_cache_time_limit=0s");
+    set_ok(&cfg, "minimal_backoff_time=1s");
+    set_ok(&cfg, "maximal_backoff_time=1d");
+    set_ok(&cfg, "maximal_queue_lifetime=100d");
+    set_ok(&cfg, "bounce_queue_lifetime=7h");
     round_trip(&cfg);
 
     config_defaults(&cfg);
     set_ok(&cfg, "listen=");
+    set_ok(&cfg, "mynetworks=");
+    round_trip(&cfg);
+
+    /* paths with blanks, commas, quotes: the dump's sequence form keeps each whole */
+    cr_assert_eq(load("routes:\n"
+                      "  \"*\":\n"
+                      "    - \"maildir:/srv/mail dir, \\\"x\\\"\"\n"
+                      "relayhost: []\n",
+                      &cfg, err, &t),
+                 0, "%s", err);
+    cr_assert_str_eq(cfg.routes[0].hops.hop[0].path, "/srv/mail dir, \"x\"");
     round_trip(&cfg);
 }
 
@@ -869,7 +1046,7 @@ Test(config, deploy_example_is_the_defaults)
 Test(config, every_key_is_documented)
 {
     struct ringmail_config cfg;
-    char root[PATH_MAX], path[PATH_MAX + 64], buf[16384], pat[128];
+    char root[PATH_MAX], path[PATH_MAX + 64], buf[32768], pat[128];
     char *example, *doc;
 
     if (!source_root(root, sizeof(root)))
