@@ -22,6 +22,7 @@
 #include "core/compiler.h"
 #include "core/dsn.h"
 #include "core/log.h"
+#include "core/route.h"
 #include "core/smtp_parse.h"
 
 #define RECEIVED_MAX  1280 /* our Received: header: helo 255 + host 255 + rcpt 256 + text */
@@ -593,6 +594,14 @@ cmd_rcpt(struct smtp_session *s, const struct smtp_cmd *c)
         reply_error(s, "RCPT", "553 5.6.7 Must declare SMTPUTF8 to send unicode address");
         return;
     }
+    if (!(s->flags & SMTP_F_TRUSTED) && !slice_eq_nocase(path.mailbox, "postmaster") &&
+        !route_relay_allowed(s->cfg, route_domain_of(path.mailbox))) {
+        /* never an open relay: mynetworks may send anywhere, others only to relay_domains */
+        s->nrcpt_refused++;
+        reply_error(s, "RCPT", "554 5.7.1 <%.*s>: Relay access denied",
+                    (int)MIN(path.mailbox.len, 256), path.mailbox.p);
+        return;
+    }
     if (limit != 0 && s->env.nrcpt >= limit) {
         s->nrcpt_refused++;
         reply_error(s, "RCPT", "452 4.5.3 Error: too many recipients");
@@ -769,6 +778,8 @@ smtp_session_init(struct smtp_session *s, const struct ringmail_config *cfg,
     s->ctx = ctx;
     s->state = SMTP_S_PREGREET;
     snprintf(s->client, sizeof(s->client), "%s", client != NULL ? client : "");
+    if (route_client_trusted(cfg, s->client))
+        s->flags |= SMTP_F_TRUSTED;
     env_init(&s->env);
 }
 

@@ -82,6 +82,7 @@ enum smtp_session_flag {
     SMTP_F_MSG_OPEN = 1u << 4,    /* msg_begin() succeeded, msg_end/abort not yet called */
     SMTP_F_MSG_BAD = 1u << 5,     /* the message will be refused at its end */
     SMTP_F_TLS = 1u << 6,         /* the transport is TLS (set by the driver) */
+    SMTP_F_TRUSTED = 1u << 7,     /* the client is in mynetworks: it may relay anywhere */
 };
 
 /* Reasons a message in DATA/BDAT is refused at its end (SMTP_F_MSG_BAD). */

@@ -169,6 +169,8 @@ static const struct smtp_server_ops fake_ops = {
 static void
 test_config(struct ringmail_config *c)
 {
+    char err[CONFIG_ERR_MAX];
+
     memset(c, 0, sizeof(*c));
     snprintf(c->myhostname, sizeof(c->myhostname), "mx.test");
     c->message_size_limit = 10240000;
@@ -179,6 +181,8 @@ test_config(struct ringmail_config *c)
     c->bare_newline = BARE_NEWLINE_NORMALIZE;
     c->smtpd_timeout = 300000;
     c->smtpd_data_timeout = 180000;
+    /* every test client may relay, except where a test says otherwise */
+    cr_assert_eq(config_set(c, "mynetworks=0.0.0.0/0,::/0", err, sizeof(err)), 0, "%s", err);
 }
 
 static struct fake *
@@ -474,6 +478,42 @@ Test(smtp_server, mail_rcpt_errors)
            "553 5.6.7 Must declare SMTPUTF8 to send unicode address\r\n");
     expect(f, "RCPT TO: <b@c>\r\n", "250 2.1.5 Ok\r\n");
     cr_assert_eq(f->s.nrcpt_refused, 5);
+    fake_free(f);
+}
+
+/* Never an open relay: outside mynetworks only relay_domains are accepted, postmaster always. */
+Test(smtp_server, relay_control)
+{
+    struct fake *f = fake_new();
+    char err[CONFIG_ERR_MAX];
+
+    cr_assert_eq(config_set(&f->cfg, "mynetworks=127.0.0.0/8", err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(config_set(&f->cfg, "relay_domains=example.net,.example.org", err, sizeof(err)), 0,
+                 "%s", err);
+    smtp_session_init(&f->s, &f->cfg, &fake_ops, f, "198.51.100.7");
+    smtp_session_greet(&f->s);
+    take(f);
+    expect(f, "EHLO outside.example\r\n", EHLO_REPLY);
+    expect(f, "MAIL FROM:<spammer@example.com>\r\n", "250 2.1.0 Ok\r\n");
+    expect(f, "RCPT TO:<victim@elsewhere.example>\r\n",
+           "554 5.7.1 <victim@elsewhere.example>: Relay access denied\r\n");
+    expect(f, "RCPT TO:<x@sub.example.net>\r\n",
+           "554 5.7.1 <x@sub.example.net>: Relay access denied\r\n");
+    expect(f, "RCPT TO:<bob@EXAMPLE.net>\r\n", "250 2.1.5 Ok\r\n");
+    expect(f, "RCPT TO:<carol@mx.example.org>\r\n", "250 2.1.5 Ok\r\n");
+    expect(f, "RCPT TO:<postmaster>\r\n", "250 2.1.5 Ok\r\n");
+    cr_assert_eq(f->s.env.nrcpt, 3);
+    cr_assert_eq(f->s.nrcpt_refused, 2);
+    fake_free(f);
+
+    /* the same recipient from inside mynetworks */
+    f = fake_new();
+    cr_assert_eq(config_set(&f->cfg, "mynetworks=127.0.0.0/8", err, sizeof(err)), 0, "%s", err);
+    smtp_session_init(&f->s, &f->cfg, &fake_ops, f, "127.0.0.1");
+    smtp_session_greet(&f->s);
+    take(f);
+    expect(f, "HELO inside\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<victim@elsewhere.example>\r\n",
+           "250 mx.test\r\n250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n");
     fake_free(f);
 }
 
