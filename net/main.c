@@ -31,6 +31,7 @@
 #include "core/log.h"
 #include "net/reactor.h"
 #include "net/tls.h"
+#include "net/worker.h"
 #include "queue/spool.h"
 
 #ifndef RINGMAIL_VERSION
@@ -39,6 +40,8 @@
 #ifndef RINGMAIL_URING_VERSION
 #define RINGMAIL_URING_VERSION "unknown"
 #endif
+
+#define MESH_CAPACITY 4096 /* deliveries in flight per (reactor, worker) ring */
 
 static uint64_t
 clock_wall_ms(void)
@@ -203,8 +206,10 @@ static int
 run(const struct ringmail_config *cfg)
 {
     struct spool_index idx = { 0 };
+    static struct q_mesh to_workers, from_workers;
     struct reactor *reactors;
-    unsigned n = cfg->reactors;
+    struct worker *workers;
+    unsigned n = cfg->reactors, nw = cfg->workers;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     char err[CONFIG_ERR_MAX];
     sigset_t sigs;
@@ -212,6 +217,8 @@ run(const struct ringmail_config *cfg)
 
     if (n == 0)
         n = ncpu > 0 ? (unsigned)ncpu : 1;
+    if (nw == 0)
+        nw = ncpu > 0 ? (unsigned)ncpu : 1;
     rc = mkdir_p(cfg->spool_dir, 0700);
     if (rc < 0) {
         log_msg(LOG_ERR, "event=fatal what=spool_dir dir=%s error=\"%s\"", cfg->spool_dir,
@@ -243,13 +250,30 @@ run(const struct ringmail_config *cfg)
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 
     reactors = calloc(n, sizeof(*reactors));
-    if (reactors == NULL)
+    workers = calloc(nw, sizeof(*workers));
+    if (reactors == NULL || workers == NULL || q_mesh_init(&to_workers, n, nw, MESH_CAPACITY) < 0 ||
+        q_mesh_init(&from_workers, nw, n, MESH_CAPACITY) < 0) {
+        log_msg(LOG_ERR, "event=fatal what=memory");
         return 1;
+    }
     stderr_append();
+    for (unsigned i = 0; i < nw; i++) {
+        rc = worker_init(&workers[i], i, cfg, &to_workers, &from_workers);
+        if (rc < 0) {
+            log_msg(LOG_ERR, "event=fatal what=worker worker=%u error=\"%s\"", i, strerror(-rc));
+            return 1;
+        }
+    }
     for (unsigned i = 0; i < n; i++) {
         reactors[i].index = i;
         reactors[i].last_id = idx.max_id;
         reactors[i].wake_fd = -1;
+        reactors[i].to_workers = &to_workers;
+        reactors[i].from_workers = &from_workers;
+        reactors[i].nworkers = nw;
+        reactors[i].nreactors = n;
+        reactors[i].recovered = &idx;
+        q_mesh_set_notify(&from_workers, i, handoff_notify, &reactors[i]);
         rc = reactor_listen(&reactors[i], cfg, err, sizeof(err));
         if (rc < 0) {
             log_msg(LOG_ERR, "event=fatal what=listen %s", err);
@@ -258,7 +282,13 @@ run(const struct ringmail_config *cfg)
             return 1;
         }
     }
-    spool_index_free(&idx);
+    for (unsigned i = 0; i < nw; i++) {
+        rc = worker_start(&workers[i]);
+        if (rc < 0) {
+            log_msg(LOG_ERR, "event=fatal what=worker worker=%u error=\"%s\"", i, strerror(-rc));
+            return 1;
+        }
+    }
     for (unsigned i = 0; i < n; i++) {
         rc = reactor_start(&reactors[i], ncpu > 0 ? (int)(i % (unsigned)ncpu) : -1);
         if (rc < 0) {
@@ -271,6 +301,7 @@ run(const struct ringmail_config *cfg)
             return 1;
         }
     }
+    spool_index_free(&idx); /* every reactor has requeued its share */
     for (unsigned i = 0; i < cfg->nlisten; i++)
         log_msg(LOG_INFO, "event=listening addr=%s%s%s:%u reactors=%u",
                 cfg->listen[i].v6 ? "[" : "", cfg->listen[i].host, cfg->listen[i].v6 ? "]" : "",
@@ -289,6 +320,12 @@ run(const struct ringmail_config *cfg)
                               "restart to apply changes\"");
     }
     log_msg(LOG_INFO, "event=stopping signal=%s", sig == SIGTERM ? "TERM" : "INT");
+    /* workers first: what they hold goes back to the reactors, which write its DONE
+       records (for what was delivered) before they stop in turn */
+    for (unsigned i = 0; i < nw; i++)
+        worker_stop(&workers[i]);
+    for (unsigned i = 0; i < nw; i++)
+        worker_join(&workers[i]);
     for (unsigned i = 0; i < n; i++)
         reactor_stop(&reactors[i]);
     for (unsigned i = 0; i < n; i++)
@@ -303,6 +340,9 @@ run(const struct ringmail_config *cfg)
         log_msg(LOG_INFO, "event=stopped connections=%" PRIu64 " messages=%" PRIu64, conns, acc);
     }
     free(reactors);
+    free(workers);
+    q_mesh_fini(&to_workers);
+    q_mesh_fini(&from_workers);
     return 0;
 }
 

@@ -415,6 +415,8 @@ end_of_turn(struct reactor *r)
 
     if (r->greet_pending > 0)
         conn_greet_check(r);
+    if (r->to_workers != NULL)
+        handoff_turn(r);
     /* connections with input to resume or output to send */
     while ((c = r->dirty) != NULL) {
         r->dirty = c->next_dirty;
@@ -491,10 +493,15 @@ reactor_main(void *arg)
         struct io_uring_cqe *cqe;
         unsigned head, n = 0;
 
-        if (greet_due(r))
-            rc = io_uring_submit_and_get_events(&r->ring); /* a 220 is owed: do not sleep */
-        else
+        if (greet_due(r) ||
+            (r->from_workers != NULL && !q_mesh_prepare_sleep(r->from_workers, r->index))) {
+            /* a 220 is owed, or deliveries came back: do not sleep */
+            rc = io_uring_submit_and_get_events(&r->ring);
+        } else {
             rc = io_uring_submit_and_wait_timeout(&r->ring, &cqe, 1, &ts, NULL);
+        }
+        if (r->from_workers != NULL)
+            q_mesh_end_sleep(r->from_workers, r->index);
         if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EBUSY) {
             log_msg(LOG_ERR, "event=fatal reactor=%u what=io_uring_enter error=\"%s\"", r->index,
                     strerror(-rc));
@@ -520,7 +527,9 @@ reactor_main(void *arg)
             tick(r);
         }
         end_of_turn(r);
-        if (r->stopping && r->conns_used == 0 && spool_io_idle(r) && logbuf_idle(&r->log))
+        if (r->stopping && r->conns_used == 0 && spool_io_idle(r) && logbuf_idle(&r->log) &&
+            r->nhandoff == 0 &&
+            (r->from_workers == NULL || q_mesh_count(r->from_workers, r->index) == 0))
             break;
         if (r->stopping && r->now_ms > stop_deadline) {
             log_msg(LOG_WARN, "event=stop_timeout reactor=%u connections=%u", r->index,
@@ -546,8 +555,12 @@ reactor_thread(void *arg)
     rc = reactor_init(r);
     r->now_ms = mono_ms();
     r->wall_ms = wall_ms();
+    r->handoff_tail = &r->handoff;
     if (rc == 0)
         rc = spool_io_init(r, r->last_id);
+    if (rc == 0)
+        rc = spool_io_requeue(r);
+    r->recovered = NULL; /* main frees the index once every reactor has started */
     /* release: pairs with the acquire in reactor_start() */
     atomic_store_explicit(&r->started, rc < 0 ? rc : 1, memory_order_release);
     if (rc < 0)

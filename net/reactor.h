@@ -21,6 +21,8 @@
 #include "core/config.h"
 #include "core/smtp_server.h"
 #include "net/logbuf.h"
+#include "queue/delivery.h"
+#include "queue/ring.h"
 #include "queue/spool.h"
 
 #define RX_BUF_SIZE   4096u  /* provided buffer size */
@@ -110,7 +112,7 @@ struct msg_io {
     int err;             /* first write error, -errno */
     struct spool_extent *ext;
     uint32_t nextent, ext_cap; /* extents used and allocated */
-    char *commit_buf;          /* the MSG record while its write is in flight */
+    struct qmsg *q;            /* the message for the workers, made at its end */
     struct msg_io *next;       /* on the reactor's ready or syncing list */
 };
 
@@ -140,7 +142,7 @@ struct spool_write {
 struct reactor_stats {
     /* written by the owning reactor only (relaxed), read by anyone */
     _Atomic uint64_t accepted, refused_busy, closed, msgs_accepted, msgs_refused, commit_errors,
-        fsyncs, enobufs, bytes_in, loops, cqes;
+        fsyncs, enobufs, bytes_in, loops, cqes, bounces_owed, segments_unlinked;
 };
 
 struct reactor {
@@ -197,10 +199,20 @@ struct reactor {
 
     struct logbuf log; /* this thread's log lines, written through the ring */
 
+    /* delivery: the meshes to and from the workers (net/handoff.c) */
+    struct q_mesh *to_workers, *from_workers;
+    unsigned nworkers;
+    struct delivery *handoff, **handoff_tail; /* pushes waiting for room */
+    unsigned nhandoff;
+    const struct spool_index *recovered; /* start-up: messages to deliver, NULL after */
+    unsigned nreactors;
+
     char discard[4096]; /* where the body of a message whose storage failed goes */
 
     struct reactor_stats stats;
 };
+
+#define HANDOFF_MAX 4096u /* deliveries waiting for a worker's ring before new mail gets 451 */
 
 /* Counters have one writer, their reactor: a relaxed load and store, no locked add. */
 #define STAT_INC(r, f, n)                                                                          \
@@ -257,6 +269,20 @@ void spool_io_msg_end(struct reactor *r, struct conn *c, struct envelope *env);
 void spool_io_msg_abort(struct reactor *r, struct conn *c);
 /* The connection goes away while its message commits: the commit goes on alone. */
 void spool_io_msg_detach(struct reactor *r, struct conn *c);
+
+/* delivery (handoff.c) */
+int handoff_message(struct reactor *r, struct qmsg *q, const uint8_t *rcpt_done);
+void handoff_release(struct reactor *r, struct qmsg *q);
+void handoff_turn(struct reactor *r);
+void handoff_notify(void *arg);
+/* Append a DONE record for recipients rcpt[0..n) of message id to segment seg. */
+void spool_io_done(struct reactor *r, struct segment *seg, uint64_t id, const uint32_t *rcpt,
+                   unsigned n);
+/* Drop a reference to seg: closed (and unlinked) once nothing holds it and it is not current. */
+void spool_io_seg_put(struct reactor *r, struct segment *seg);
+/* Start-up, on the reactor's thread: re-open the recovered segments this reactor owns and
+   hand their pending messages to the workers. */
+int spool_io_requeue(struct reactor *r);
 
 int buf_pool_init(struct buf_pool *p, size_t size, unsigned keep);
 void buf_pool_fini(struct buf_pool *p);

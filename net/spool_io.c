@@ -49,13 +49,32 @@ seg_unref(struct reactor *r, struct segment *s)
             break;
         }
     }
-    /* no message of it waits for a sync: each holds a reference until its 250 */
+    /*
+     * Nothing holds it: every message committed to it has been delivered or
+     * bounced (each holds a reference until its DONE record is written, and
+     * the DONE records live in the same segment), and it takes no new ones.
+     */
     struct io_uring_sqe *sqe = reactor_sqe(r);
+    char name[64];
 
+    spool_seg_name(s->id, name, sizeof(name));
+    io_uring_prep_unlinkat(sqe, r->spool_dir_fd, name, 0);
+    io_uring_sqe_set_data64(sqe, ud_make(0, 0, OP_SEGCLOSE));
+    /* the unlink copies the name when it is issued: submit before name goes away */
+    io_uring_submit(&r->ring);
+    sqe = reactor_sqe(r);
     io_uring_prep_close(sqe, s->fd);
     io_uring_sqe_set_data64(sqe, ud_make(0, 0, OP_SEGCLOSE));
-    r->spool_inflight++;
+    r->spool_inflight += 2;
+    STAT_INC(r, segments_unlinked, 1);
+    log_msg(LOG_INFO, "event=segment_removed reactor=%u segment=%s", r->index, name);
     free(s);
+}
+
+void
+spool_io_seg_put(struct reactor *r, struct segment *seg)
+{
+    seg_unref(r, seg);
 }
 
 /* A random non-zero seed: getrandom() never blocks once the pool is initialised. */
@@ -154,7 +173,7 @@ seg_open_sync(struct reactor *r)
     if (info.seed == 0)
         return -EAGAIN; /* the kernel's random pool is not ready */
     spool_seg_name(id, name, sizeof(name));
-    fd = openat(r->spool_dir_fd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    fd = openat(r->spool_dir_fd, name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd == -1)
         return -errno;
     n = spool_seg_record(rec, sizeof(rec), &info);
@@ -186,7 +205,7 @@ seg_rotate(struct reactor *r)
     spool_seg_name(r->seg_open_id, r->seg_open_name, sizeof(r->seg_open_name));
     sqe = reactor_sqe(r);
     io_uring_prep_openat(sqe, r->spool_dir_fd, r->seg_open_name,
-                         O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+                         O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     io_uring_sqe_set_data64(sqe, ud_make(0, 0, OP_SEGOPEN));
     r->seg_opening = true;
     r->spool_inflight++;
@@ -260,6 +279,10 @@ seg_switch(struct reactor *r, struct segment *s, bool ok)
 static void
 msg_free(struct reactor *r, struct msg_io *m)
 {
+    if (m->q != NULL) {
+        qmsg_free(m->q); /* never handed off: its segment reference goes too */
+        seg_unref(r, m->seg);
+    }
     buf_pool_put(&r->chunk_pool, m->chunk);
     free(m->ext);
     seg_unref(r, m->seg);
@@ -285,10 +308,17 @@ msg_finish(struct reactor *r, struct msg_io *m, int rc)
 {
     struct conn *c = m->conn;
 
-    if (rc == 0)
+    if (rc == 0) {
+        struct qmsg *q = m->q;
+
         STAT_INC(r, msgs_accepted, 1);
-    else
+        m->q = NULL;
+        /* durable: the workers take it from here (its segment reference goes with it) */
+        if (q != NULL)
+            handoff_message(r, q, NULL);
+    } else {
         STAT_INC(r, commit_errors, 1);
+    }
     if (c != NULL) {
         c->msg = NULL;
         if (rc == 0)
@@ -315,8 +345,8 @@ spool_io_msg_begin(struct reactor *r, struct conn *c, struct envelope *env)
 {
     struct msg_io *m;
 
-    if (r->stopping)
-        return -EAGAIN;
+    if (r->stopping || r->nhandoff > HANDOFF_MAX)
+        return -EAGAIN; /* 451 4.3.1: the workers' rings are full, memory does not grow */
     if (r->seg == NULL) {
         seg_rotate(r); /* no segment could be made yet (disk full at start): try again */
         return -ENOSPC;
@@ -464,6 +494,16 @@ spool_io_msg_end(struct reactor *r, struct conn *c, struct envelope *env)
     }
     if (n == 2)
         m->chunk = NULL; /* now the write slot's, recycled on completion */
+    /* what the workers will need once it is durable: a copy that outlives the session */
+    m->q =
+        qmsg_new(r->index, m->seg, m->seg->fd, m->seg->seed, env, m->ext, m->nextent, r->wall_ms);
+    if (m->q != NULL)
+        m->seg->refs++;
+    else
+        log_msg(LOG_ERR,
+                "event=handoff_error reactor=%u qid=%s error=\"%s\" note=\"delivered "
+                "after the next start\"",
+                r->index, env->qid, strerror(ENOMEM));
     return;
 
 fail:
@@ -680,4 +720,81 @@ spool_io_fini(struct reactor *r)
         close(r->spool_dir_fd);
     free(r->writes);
     r->writes = NULL;
+}
+
+void
+spool_io_done(struct reactor *r, struct segment *seg, uint64_t id, const uint32_t *rcpt, unsigned n)
+{
+    size_t size = spool_done_record_size(n);
+    char *rec = malloc(size);
+    struct iovec iov;
+
+    if (rec == NULL || (iov.iov_len = spool_done_record(rec, size, id, seg->seed, rcpt, n)) == 0 ||
+        (iov.iov_base = rec, submit_write(r, seg, NULL, NULL, rec, &iov, 1)) < 0) {
+        /* without its DONE record the message is delivered again after a restart */
+        log_msg(LOG_WARN, "event=spool_error reactor=%u what=done id=%016" PRIx64, r->index, id);
+        free(rec);
+    }
+}
+
+/* Start-up: this reactor's recovered segments, re-opened for reading and appending. */
+int
+spool_io_requeue(struct reactor *r)
+{
+    const struct spool_index *idx = r->recovered;
+    size_t queued = 0;
+
+    if (idx == NULL)
+        return 0;
+    for (size_t k = 0; k < idx->nseg; k++) {
+        const struct spool_seg *ss = &idx->seg[k];
+        struct segment *seg;
+        struct stat st;
+        char name[64];
+        int fd;
+
+        if (ss->reactor % r->nreactors != r->index)
+            continue;
+        if (ss->pending == 0) {
+            if (!ss->keep && !ss->bad && spool_seg_unlink(r->cfg->spool_dir, ss->seg_id) == 0)
+                STAT_INC(r, segments_unlinked, 1);
+            continue;
+        }
+        spool_seg_name(ss->seg_id, name, sizeof(name));
+        fd = openat(r->spool_dir_fd, name, O_RDWR | O_CLOEXEC);
+        if (fd == -1 || fstat(fd, &st) == -1) {
+            log_msg(LOG_ERR, "event=spool_error reactor=%u what=reopen segment=%s error=\"%s\"",
+                    r->index, name, strerror(errno));
+            if (fd != -1)
+                close(fd);
+            continue;
+        }
+        seg = seg_new(r, fd, ss->seg_id, ss->seed);
+        if (seg == NULL) {
+            close(fd);
+            continue;
+        }
+        seg->current = false;
+        seg->refs = 1; /* held while its messages are queued below */
+        /* DONE records go after whatever the file ends with, torn tail included */
+        seg->end = ((uint64_t)st.st_size + SPOOL_ALIGN - 1) & ~(uint64_t)(SPOOL_ALIGN - 1);
+        for (size_t i = 0; i < idx->nmsg; i++) {
+            const struct spool_msg *m = &idx->msg[i];
+            struct qmsg *q;
+
+            if (m->seg_id != ss->seg_id)
+                continue;
+            q = qmsg_new(r->index, seg, fd, ss->seed, &m->env, m->ext, m->nextent,
+                         m->env.arrival * 1000);
+            if (q == NULL)
+                continue;
+            seg->refs++;
+            handoff_message(r, q, m->rcpt_done);
+            queued++;
+        }
+        seg_unref(r, seg);
+    }
+    if (queued > 0)
+        log_msg(LOG_INFO, "event=requeued reactor=%u messages=%zu", r->index, queued);
+    return 0;
 }

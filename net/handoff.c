@@ -1,0 +1,166 @@
+/*
+ * handoff.c: a reactor's side of delivery. Thread affinity: the reactor.
+ *
+ * When a message is durable (its 250 is going out), the reactor routes its
+ * recipients (core/route.c), makes one delivery per route and pushes each to
+ * the worker that serves that route (q_shard_of(route hash)), through the
+ * reactor x worker mesh. A delivery comes back once each of its recipients
+ * is delivered or failed: the reactor appends a DONE record naming those
+ * recipients to the message's own segment (so a DONE record lives and dies
+ * with the message it finishes), and drops the delivery. A segment that is
+ * no longer current and holds nothing pending is unlinked.
+ *
+ * A push the worker's ring has no room for waits on the reactor's handoff
+ * list; while that list is long, new messages get 451 4.3.1 (back-pressure,
+ * spool_io_msg_begin()).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <unistd.h>
+
+#include "core/compiler.h"
+#include "core/log.h"
+#include "core/route.h"
+#include "net/reactor.h"
+
+static void
+push_or_hold(struct reactor *r, struct delivery *d)
+{
+    unsigned wk = q_shard_of(d->route_hash, r->nworkers);
+
+    d->next = NULL;
+    if (r->handoff == NULL && q_mesh_push(r->to_workers, r->index, wk, d) == 0)
+        return;
+    *r->handoff_tail = d;
+    r->handoff_tail = &d->next;
+    r->nhandoff++;
+}
+
+/* Route env's recipients (those not finished yet) and hand the message to the workers. */
+int
+handoff_message(struct reactor *r, struct qmsg *q, const uint8_t *rcpt_done)
+{
+    const struct envelope *e = &q->env;
+    const struct route **rt;
+    uint32_t *idx, n = 0;
+    int rc = 0;
+
+    if (r->to_workers == NULL) {
+        /* no workers (an inbound-only test harness): the message stays pending in the spool */
+        if (atomic_fetch_sub_explicit(&q->refs, 1, memory_order_acq_rel) == 1)
+            handoff_release(r, q);
+        return 0;
+    }
+    rt = malloc(e->nrcpt * sizeof(*rt));
+    idx = malloc(e->nrcpt * sizeof(*idx));
+    if (rt == NULL || idx == NULL) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    for (uint32_t i = 0; i < e->nrcpt; i++) {
+        rt[i] = NULL;
+        if (rcpt_done == NULL || !rcpt_done[i])
+            rt[i] = route_lookup(r->cfg, route_domain_of(env_get(e, e->rcpt[i].addr)));
+    }
+    /* one delivery per distinct route, its recipients in their original order */
+    for (uint32_t i = 0; i < e->nrcpt; i++) {
+        const struct route *cur = rt[i];
+        struct delivery *d;
+
+        if (cur == NULL)
+            continue;
+        n = 0;
+        for (uint32_t k = i; k < e->nrcpt; k++) {
+            if (rt[k] == cur) {
+                idx[n++] = k;
+                rt[k] = NULL;
+            }
+        }
+        d = delivery_new(q, cur, route_hash(cur), idx, n);
+        if (d == NULL) {
+            rc = -ENOMEM; /* those recipients wait for the next start */
+            continue;
+        }
+        push_or_hold(r, d);
+    }
+out:
+    free(rt);
+    free(idx);
+    /* the routing reference: the deliveries hold their own now */
+    if (atomic_fetch_sub_explicit(&q->refs, 1, memory_order_acq_rel) == 1)
+        handoff_release(r, q);
+    if (rc < 0)
+        log_msg(LOG_ERR, "event=handoff_error reactor=%u qid=%s error=\"%s\"", r->index, e->qid,
+                strerror(-rc));
+    return rc;
+}
+
+/* The message's last reference is gone: free it and let go of its segment. */
+void
+handoff_release(struct reactor *r, struct qmsg *q)
+{
+    struct segment *seg = q->seg;
+
+    qmsg_free(q);
+    spool_io_seg_put(r, seg);
+}
+
+/* A delivery is back: record its finished recipients, drop it. */
+static void
+complete(struct reactor *r, struct delivery *d)
+{
+    struct qmsg *q = d->msg;
+    uint32_t *fin = NULL, nfin = 0;
+
+    if (d->nrcpt > 0)
+        fin = malloc(d->nrcpt * sizeof(*fin));
+    for (uint32_t i = 0; fin != NULL && i < d->nrcpt; i++) {
+        if (d->state[i] != DLV_PENDING)
+            fin[nfin++] = d->rcpt[i];
+    }
+    if (nfin > 0)
+        spool_io_done(r, q->seg, q->env.id, fin, nfin);
+    for (uint32_t i = 0; i < d->nrcpt; i++) {
+        if (d->state[i] == DLV_FAILED)
+            STAT_INC(r, bounces_owed, 1); /* DSN generation: see docs/architecture.md */
+    }
+    free(fin);
+    if (delivery_free(d))
+        handoff_release(r, q);
+}
+
+void
+handoff_turn(struct reactor *r)
+{
+    void *items[64];
+    size_t n;
+
+    /* pushes that found a worker's ring full */
+    while (r->handoff != NULL) {
+        struct delivery *d = r->handoff;
+
+        if (q_mesh_push(r->to_workers, r->index, q_shard_of(d->route_hash, r->nworkers), d) < 0)
+            break;
+        r->handoff = d->next;
+        r->nhandoff--;
+        if (r->handoff == NULL)
+            r->handoff_tail = &r->handoff;
+    }
+    /* deliveries coming back */
+    do {
+        n = q_mesh_pop_batch(r->from_workers, r->index, items, ARRAY_SIZE(items));
+        for (size_t i = 0; i < n; i++)
+            complete(r, items[i]);
+    } while (n == ARRAY_SIZE(items));
+}
+
+/* Wake-up hook of the workers -> reactors mesh (a worker's thread). */
+void
+handoff_notify(void *arg)
+{
+    struct reactor *r = arg;
+    uint64_t one = 1;
+
+    if (write(r->wake_fd, &one, sizeof(one)) == -1)
+        return;
+}

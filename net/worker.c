@@ -1,0 +1,1535 @@
+/*
+ * worker.c: an outbound delivery thread.
+ *
+ * Thread affinity: everything runs on the worker's thread except
+ * worker_init() (main thread), worker_notify() and worker_stop() (any thread).
+ *
+ * Loop turn: take deliveries from the reactors (q_mesh_pop_batch), put each
+ * on its destination's queue, start sessions or maildir jobs while the
+ * destination is under destination_concurrency_limit, then wait in
+ * io_uring_submit_and_wait_timeout(). Before sleeping the worker tells the
+ * mesh (q_mesh_prepare_sleep), so a reactor that pushes a delivery wakes it
+ * through its eventfd. Every 100 ms a tick applies timeouts, retires idle
+ * cached connections and requeues deferred deliveries that are due.
+ *
+ * A session is one upstream connection (SMTP or LMTP) driven by the sans-I/O
+ * client in core/smtp_client.c: connect, recv and send go through the ring.
+ * A message's body is read from its spool segment with one read per DATA
+ * record, each checked against its checksum, and dot-stuffed by the client
+ * into the session's output in one copy. A Maildir delivery writes the body
+ * into tmp/, fsyncs it and renames it into new/, all through the ring.
+ */
+#define _GNU_SOURCE
+#include "net/worker.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/compiler.h"
+#include "core/log.h"
+#include "core/route.h"
+
+#define W_RING_ENTRIES 2048u
+#define W_TICK_MS      100u
+#define W_BATCH        64u
+#define OS_TX_CAP      (64u * 1024)
+#define MAX_SESSIONS   4096u
+#define MAX_JOBS       1024u
+#define MAX_MAILDIRS   16u
+
+enum wop {
+    W_NONE = 0,
+    W_WAKE,
+    W_LOG,
+    W_CONNECT, /* index: session */
+    W_RECV,
+    W_SEND,
+    W_CLOSE,
+    W_READ,    /* index: session */
+    W_MD_READ, /* index: maildir job */
+    W_MD_OPEN,
+    W_MD_WRITE,
+    W_MD_SYNC,
+    W_MD_CLOSE,
+    W_MD_RENAME,
+};
+
+static inline uint64_t
+wud(uint32_t gen, uint32_t index, enum wop op)
+{
+    return (uint64_t)gen << 32 | (uint64_t)(index & 0xffffff) << 8 | (uint64_t)op;
+}
+
+#define WSTAT_INC(w, f)                                                                            \
+    atomic_store_explicit(&(w)->stats.f,                                                           \
+                          atomic_load_explicit(&(w)->stats.f, memory_order_relaxed) + 1,           \
+                          memory_order_relaxed)
+
+/* A message body read from the spool: its DATA records back to back. */
+struct body {
+    char *buf;
+    size_t *recoff; /* where record k starts in buf */
+    unsigned nrec;  /* reads submitted */
+    unsigned nread; /* reads completed */
+    int err;        /* -EIO: a read failed or a checksum did not match */
+    bool loading, ready;
+};
+
+struct dest {
+    uint64_t hash;
+    const struct route *route;
+    struct delivery *q, **q_tail; /* waiting */
+    unsigned active;              /* sessions or jobs working for it */
+    struct osess *idle;           /* connected sessions with nothing to do */
+    struct dest *next;
+};
+
+struct osess {
+    struct worker *w;
+    uint32_t idx, gen;
+    uint16_t inflight;
+    struct dest *d;
+    unsigned hop;
+    int fd;
+    bool connected, connect_done, closing, closed, recv_armed, sending, dead, greeted;
+    struct smtp_client cl;
+    char rx[4096];
+    char *tx;
+    size_t tx_len, tx_sending;
+    struct delivery *cur;
+    struct envelope sub; /* cur's recipients still pending, for the client */
+    uint32_t *map;       /* sub's recipient k is cur's recipient map[k] */
+    uint32_t map_cap;
+    struct body body;
+    uint64_t deadline_ms, idle_since_ms;
+    unsigned uses;
+    struct osess *next_idle;
+};
+
+struct maildir {
+    char path[CONFIG_PATH_MAX];
+    int tmp_fd, new_fd;
+};
+
+struct mdjob {
+    struct worker *w;
+    uint32_t idx, gen;
+    struct dest *d;
+    struct delivery *cur;
+    const struct maildir *md;
+    struct body body;
+    int fd;
+    char name[CONFIG_NAME_MAX + 96];
+    char hdr[512];
+    struct iovec *iov;
+    int niov;
+    size_t expect;
+};
+
+static struct maildir maildirs[MAX_MAILDIRS];
+static unsigned nmaildirs;
+static pthread_mutex_t maildirs_lock = PTHREAD_MUTEX_INITIALIZER; /* start-up only */
+
+static uint64_t
+mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static uint64_t
+real_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME_COARSE, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static struct io_uring_sqe *
+wsqe(struct worker *w)
+{
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&w->ring);
+
+    if (sqe == NULL) {
+        io_uring_submit(&w->ring);
+        sqe = io_uring_get_sqe(&w->ring);
+        BUG_ON(sqe == NULL);
+    }
+    return sqe;
+}
+
+/* ---- hops ---- */
+
+static void
+hop_text(const struct config_nexthop *h, char *out, size_t cap)
+{
+    switch (h->transport) {
+    case TRANSPORT_MAILDIR:
+        snprintf(out, cap, "maildir:%s", h->path);
+        break;
+    case TRANSPORT_LMTP:
+        if (h->path[0] != '\0')
+            snprintf(out, cap, "lmtp:unix:%s", h->path);
+        else
+            snprintf(out, cap, "lmtp:[%s]:%u", h->host, h->port);
+        break;
+    case TRANSPORT_SMTP:
+    default:
+        snprintf(out, cap, "[%s]:%u", h->host, h->port);
+        break;
+    }
+}
+
+/*
+ * The address of a hop. IP literals and "localhost" need no lookup; other
+ * names are resolved here, on the worker thread, once per session start: a
+ * lookup blocks, so operators are told in docs/configuration.md to name next
+ * hops by address.
+ */
+static int
+hop_addr(const struct config_nexthop *h, struct sockaddr_storage *ss, socklen_t *len)
+{
+    struct sockaddr_in *sin = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
+    struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *ai;
+
+    memset(ss, 0, sizeof(*ss));
+    if (h->transport == TRANSPORT_LMTP && h->path[0] != '\0') {
+        struct sockaddr_un *sun = (struct sockaddr_un *)ss;
+        size_t n = strlen(h->path);
+
+        if (n >= sizeof(sun->sun_path))
+            return -ENAMETOOLONG;
+        sun->sun_family = AF_UNIX;
+        memcpy(sun->sun_path, h->path, n + 1);
+        *len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1);
+        return 0;
+    }
+    if (inet_pton(AF_INET, h->host, &sin->sin_addr) == 1) {
+        sin->sin_family = AF_INET;
+        sin->sin_port = htons(h->port);
+        *len = sizeof(*sin);
+        return 0;
+    }
+    if (inet_pton(AF_INET6, h->host, &sin6->sin6_addr) == 1) {
+        sin6->sin6_family = AF_INET6;
+        sin6->sin6_port = htons(h->port);
+        *len = sizeof(*sin6);
+        return 0;
+    }
+    if (getaddrinfo(h->host, NULL, &hints, &ai) != 0)
+        return -EHOSTUNREACH;
+    memcpy(ss, ai->ai_addr, ai->ai_addrlen);
+    *len = ai->ai_addrlen;
+    freeaddrinfo(ai);
+    if (ss->ss_family == AF_INET)
+        sin->sin_port = htons(h->port);
+    else
+        sin6->sin6_port = htons(h->port);
+    return 0;
+}
+
+/* ---- completions back to the owner ---- */
+
+static void
+give_back(struct worker *w, struct delivery *d)
+{
+    d->next = NULL;
+    if (w->done == NULL && q_mesh_push(w->out, w->index, d->msg->owner, d) == 0)
+        return;
+    *w->done_tail = d; /* the owner's ring is full: try again next turn */
+    w->done_tail = &d->next;
+}
+
+static void
+give_back_retry(struct worker *w)
+{
+    while (w->done != NULL) {
+        struct delivery *d = w->done;
+
+        if (q_mesh_push(w->out, w->index, d->msg->owner, d) < 0)
+            return;
+        w->done = d->next;
+        if (w->done == NULL)
+            w->done_tail = &w->done;
+    }
+}
+
+/* ---- destinations ---- */
+
+static struct dest *
+dest_get(struct worker *w, const struct delivery *d)
+{
+    unsigned b = (unsigned)(d->route_hash & w->dtab_mask);
+    struct dest *x;
+
+    for (x = w->dtab[b]; x != NULL; x = x->next) {
+        if (x->hash == d->route_hash && x->route == d->route)
+            return x;
+    }
+    x = calloc(1, sizeof(*x));
+    if (x == NULL)
+        return NULL;
+    x->hash = d->route_hash;
+    x->route = d->route;
+    x->q_tail = &x->q;
+    x->next = w->dtab[b];
+    w->dtab[b] = x;
+    w->ndest++;
+    return x;
+}
+
+static void
+dest_push(struct dest *x, struct delivery *d, bool front)
+{
+    if (front) {
+        d->next = x->q;
+        x->q = d;
+        if (x->q_tail == &x->q)
+            x->q_tail = &d->next;
+        return;
+    }
+    d->next = NULL;
+    *x->q_tail = d;
+    x->q_tail = &d->next;
+}
+
+static struct delivery *
+dest_pop(struct dest *x)
+{
+    struct delivery *d = x->q;
+
+    if (d != NULL) {
+        x->q = d->next;
+        if (x->q == NULL)
+            x->q_tail = &x->q;
+        d->next = NULL;
+    }
+    return d;
+}
+
+static void dest_run(struct worker *w, struct dest *x);
+
+/* Log one recipient's outcome, Postfix-style. */
+static void
+log_rcpt(struct worker *w, const struct delivery *d, uint32_t i, const char *event,
+         const char *relay, const char *dsn, const char *text)
+{
+    const struct envelope *e = &d->msg->env;
+    struct slice to = env_get(e, e->rcpt[d->rcpt[i]].addr);
+    char toe[LOG_PEER_MAX * 4 + 1], te[LOG_PEER_MAX * 4 + 1];
+    uint64_t delay = w->wall_ms > d->msg->arrival_ms ? w->wall_ms - d->msg->arrival_ms : 0;
+
+    log_escape(toe, sizeof(toe), to.p, to.len);
+    log_escape(te, sizeof(te), text, strlen(text));
+    log_msg(LOG_INFO,
+            "event=%s qid=%s worker=%u to=<%s> relay=%s delay=%" PRIu64 ".%03" PRIu64
+            " attempts=%u dsn=%s status=\"%s\"",
+            event, e->qid, w->index, toe, relay, delay / 1000, delay % 1000, d->attempts + 1, dsn,
+            te);
+}
+
+/*
+ * An attempt at d is over. Recipients still pending were deferred: retry
+ * later, or fail them once the message is older than maximal_queue_lifetime.
+ * Finished deliveries go back to their owner.
+ */
+static void
+attempt_done(struct worker *w, struct dest *x, struct delivery *d, bool conn_failed)
+{
+    const struct ringmail_config *cfg = w->cfg;
+    uint64_t age = w->wall_ms > d->msg->arrival_ms ? w->wall_ms - d->msg->arrival_ms : 0;
+    uint64_t life =
+        d->msg->env.sender.len == 0 ? cfg->bounce_queue_lifetime : cfg->maximal_queue_lifetime;
+
+    if (delivery_pending(d) == 0 || w->stopping) {
+        give_back(w, d);
+        return;
+    }
+    if (conn_failed && d->hop + 1 < route_nhops(x->route)) {
+        d->hop++; /* the next hop of the list, now (relayhost failover) */
+        dest_push(x, d, true);
+        return;
+    }
+    d->hop = 0;
+    d->attempts++;
+    if (age >= life) {
+        for (uint32_t i = 0; i < d->nrcpt; i++) {
+            if (d->state[i] != DLV_PENDING)
+                continue;
+            d->state[i] = DLV_FAILED;
+            log_rcpt(w, d, i, "bounced", "none", "4.4.7",
+                     d->diag[i] ? d->diag[i] : "message expired");
+            WSTAT_INC(w, failed);
+        }
+        give_back(w, d);
+        return;
+    }
+    d->next_ms = w->now_ms + delivery_backoff(d->attempts, cfg->minimal_backoff_time,
+                                              cfg->maximal_backoff_time);
+    /* sorted insert: the retry list is short-lived and small next to the queues */
+    struct delivery **pp = &w->retry;
+
+    while (*pp != NULL && (*pp)->next_ms <= d->next_ms)
+        pp = &(*pp)->next;
+    d->next = *pp;
+    *pp = d;
+}
+
+/* ---- bodies ---- */
+
+static size_t
+body_size(const struct qmsg *m)
+{
+    size_t n = 0;
+
+    for (unsigned k = 0; k < m->nextent; k++)
+        n += spool_rec_size(m->ext[k].len);
+    return n;
+}
+
+static int
+body_load(struct worker *w, struct body *b, const struct qmsg *m, uint32_t gen, uint32_t idx,
+          enum wop op)
+{
+    size_t off = 0;
+
+    memset(b, 0, sizeof(*b));
+    b->buf = malloc(body_size(m) + 1);
+    b->recoff = malloc((m->nextent + 1) * sizeof(*b->recoff));
+    if (b->buf == NULL || b->recoff == NULL) {
+        free(b->buf);
+        free(b->recoff);
+        memset(b, 0, sizeof(*b));
+        return -ENOMEM;
+    }
+    for (unsigned k = 0; k < m->nextent; k++) {
+        struct io_uring_sqe *sqe = wsqe(w);
+
+        b->recoff[k] = off;
+        io_uring_prep_read(sqe, m->fd, b->buf + off, SPOOL_HDR_SIZE + m->ext[k].len, m->ext[k].off);
+        io_uring_sqe_set_data64(sqe, wud(gen, idx, op));
+        off += spool_rec_size(m->ext[k].len);
+    }
+    b->nrec = m->nextent;
+    b->loading = b->nrec > 0;
+    return 0;
+}
+
+/* One read completed; true when it was the last one. */
+static bool
+body_read_done(struct body *b, int res)
+{
+    if (res < 0 && b->err == 0)
+        b->err = res;
+    if (++b->nread < b->nrec)
+        return false;
+    b->loading = false;
+    return true;
+}
+
+/* Every read is in: check each record against its checksum, id and length. */
+static void
+body_verify(struct body *b, const struct qmsg *m)
+{
+    for (unsigned k = 0; k < m->nextent && b->err == 0; k++) {
+        struct spool_rec_hdr h;
+
+        if (!spool_rec_verify(b->buf + b->recoff[k], SPOOL_HDR_SIZE + m->ext[k].len, m->seed, &h) ||
+            h.id != m->env.id || h.type != SPOOL_REC_DATA || h.len != m->ext[k].len)
+            b->err = -EIO;
+    }
+    if (b->err != 0)
+        log_msg(LOG_ERR, "event=spool_error what=read qid=%s error=\"%s\"", m->env.qid,
+                strerror(-b->err));
+    b->ready = b->err == 0;
+}
+
+static void
+body_free(struct body *b)
+{
+    free(b->buf);
+    free(b->recoff);
+    memset(b, 0, sizeof(*b));
+}
+
+/* Body octets from off: a pointer into the record holding them. */
+static ssize_t
+body_at(const struct body *b, const struct qmsg *m, uint64_t off, const char **p)
+{
+    uint64_t base = 0;
+
+    if (b->err)
+        return b->err;
+    if (!b->ready)
+        return -EAGAIN;
+    for (unsigned k = 0; k < m->nextent; k++) {
+        if (off < base + m->ext[k].len) {
+            *p = b->buf + b->recoff[k] + SPOOL_HDR_SIZE + (off - base);
+            return (ssize_t)(base + m->ext[k].len - off);
+        }
+        base += m->ext[k].len;
+    }
+    return -EIO;
+}
+
+/* ---- outbound sessions ---- */
+
+static void os_flush(struct osess *s);
+
+static char *
+os_tx_space(void *ctx, size_t *room)
+{
+    struct osess *s = ctx;
+
+    *room = OS_TX_CAP - s->tx_len;
+    return *room > 0 ? s->tx + s->tx_len : NULL;
+}
+
+static void
+os_send(void *ctx, const char *p, size_t n)
+{
+    struct osess *s = ctx;
+
+    (void)p;
+    s->tx_len += n;
+    os_flush(s);
+}
+
+static ssize_t
+os_body(void *ctx, uint64_t off, const char **p)
+{
+    struct osess *s = ctx;
+
+    return body_at(&s->body, s->cur->msg, off, p);
+}
+
+static void
+os_relay_text(const struct osess *s, char *out, size_t cap)
+{
+    hop_text(route_hop(s->d->route, s->hop), out, cap);
+}
+
+static void
+os_rcpt_done(void *ctx, uint32_t k, enum smtp_rcpt_status st, const struct smtp_reply *r)
+{
+    struct osess *s = ctx;
+    struct worker *w = s->w;
+    struct delivery *d = s->cur;
+    uint32_t i = s->map[k];
+    char relay[CONFIG_PATH_MAX + 16], text[SMTP_CLIENT_TEXT_MAX + SMTP_CLIENT_ENH_MAX + 16];
+    const char *dsn = r->enh[0] ? r->enh
+                                : (st == SMTP_RCPT_DELIVERED ? "2.0.0"
+                                   : st == SMTP_RCPT_FAILED  ? "5.0.0"
+                                                             : "4.0.0");
+
+    os_relay_text(s, relay, sizeof(relay));
+    snprintf(text, sizeof(text), "%u %s%s%s", r->code, r->enh, r->enh[0] ? " " : "", r->text);
+    switch (st) {
+    case SMTP_RCPT_DELIVERED:
+        d->state[i] = DLV_DELIVERED;
+        log_rcpt(w, d, i, "sent", relay, dsn, text);
+        WSTAT_INC(w, delivered);
+        break;
+    case SMTP_RCPT_FAILED:
+        d->state[i] = DLV_FAILED;
+        delivery_set_diag(d, i, text);
+        log_rcpt(w, d, i, "bounced", relay, dsn, text);
+        WSTAT_INC(w, failed);
+        break;
+    case SMTP_RCPT_DEFERRED:
+        delivery_set_diag(d, i, text);
+        log_rcpt(w, d, i, "deferred", relay, dsn, text);
+        WSTAT_INC(w, deferred);
+        break;
+    }
+}
+
+static void
+os_release_cur(struct osess *s, bool conn_failed)
+{
+    struct delivery *d = s->cur;
+
+    if (d == NULL)
+        return;
+    s->cur = NULL;
+    if (!s->body.loading)
+        body_free(&s->body); /* else freed when its last read completes */
+    env_reset(&s->sub);
+    attempt_done(s->w, s->d, d, conn_failed);
+}
+
+static void
+os_msg_done(void *ctx, const struct smtp_msg_summary *sum)
+{
+    struct osess *s = ctx;
+
+    (void)sum;
+    s->uses++;
+    os_release_cur(s, !s->greeted);
+}
+
+/* Hand d to session s: the client gets an envelope of d's pending recipients. */
+static int
+os_start(struct osess *s, struct delivery *d)
+{
+    struct worker *w = s->w;
+    const struct envelope *e = &d->msg->env;
+    uint32_t n = 0;
+    int rc;
+
+    env_reset(&s->sub);
+    if (s->map_cap < d->nrcpt) {
+        uint32_t *m = realloc(s->map, d->nrcpt * sizeof(*m));
+
+        if (m == NULL)
+            return -ENOMEM;
+        s->map = m;
+        s->map_cap = d->nrcpt;
+    }
+    s->sub.id = e->id;
+    memcpy(s->sub.qid, e->qid, sizeof(e->qid));
+    s->sub.arrival = e->arrival;
+    s->sub.body_len = e->body_len;
+    s->sub.flags = e->flags;
+    if (env_put(&s->sub, &s->sub.sender, env_get(e, e->sender).p, e->sender.len) < 0 ||
+        env_put(&s->sub, &s->sub.mail_params, env_get(e, e->mail_params).p, e->mail_params.len) < 0)
+        return -ENOMEM;
+    for (uint32_t i = 0; i < d->nrcpt; i++) {
+        const struct env_rcpt *r = &e->rcpt[d->rcpt[i]];
+
+        if (d->state[i] != DLV_PENDING)
+            continue;
+        if (env_add_rcpt(&s->sub, env_get(e, r->addr), env_get(e, r->params)) < 0)
+            return -ENOMEM;
+        s->map[n++] = i;
+    }
+    s->cur = d;
+    rc = body_load(w, &s->body, d->msg, s->gen, s->idx, W_READ);
+    if (rc == 0) {
+        s->inflight = (uint16_t)(s->inflight + d->msg->nextent);
+        rc = smtp_client_send_message(&s->cl, &s->sub);
+    }
+    if (rc < 0) {
+        s->cur = NULL;
+        body_free(&s->body);
+        return rc;
+    }
+    return 0;
+}
+
+static void
+os_idle(void *ctx)
+{
+    struct osess *s = ctx;
+    struct dest *x = s->d;
+    struct delivery *d;
+
+    if (s->w->stopping || s->body.loading) {
+        /* stopping, or the last message's body reads are still in flight */
+        smtp_client_quit(&s->cl);
+        return;
+    }
+    if (s->w->cfg->smtp_connection_reuse_count_limit != 0 &&
+        s->uses >= s->w->cfg->smtp_connection_reuse_count_limit) {
+        smtp_client_quit(&s->cl);
+        return;
+    }
+    d = dest_pop(x);
+    if (d != NULL) {
+        if (os_start(s, d) < 0) {
+            dest_push(x, d, true);
+            smtp_client_quit(&s->cl);
+        }
+        return;
+    }
+    /* cached for the next message to this destination */
+    s->idle_since_ms = s->w->now_ms;
+    s->next_idle = x->idle;
+    x->idle = s;
+}
+
+static void
+os_unidle(struct osess *s)
+{
+    for (struct osess **pp = &s->d->idle; *pp != NULL; pp = &(*pp)->next_idle) {
+        if (*pp == s) {
+            *pp = s->next_idle;
+            break;
+        }
+    }
+    s->next_idle = NULL;
+}
+
+static void os_close(struct osess *s);
+
+static void
+os_dead(void *ctx, enum smtp_client_end why, const struct smtp_reply *r)
+{
+    struct osess *s = ctx;
+    char relay[CONFIG_PATH_MAX + 16];
+
+    s->dead = true;
+    os_unidle(s);
+    if (why != SMTP_END_QUIT && r != NULL) {
+        os_relay_text(s, relay, sizeof(relay));
+        log_msg(LOG_INFO, "event=session_end worker=%u relay=%s why=%s status=\"%u %s %.200s\"",
+                s->w->index, relay, smtp_client_end_str(why), r->code, r->enh, r->text);
+    }
+    os_release_cur(s, !s->greeted);
+    os_close(s);
+}
+
+static const struct smtp_client_ops os_ops = {
+    .tx_space = os_tx_space,
+    .send = os_send,
+    .body = os_body,
+    .rcpt_done = os_rcpt_done,
+    .msg_done = os_msg_done,
+    .idle = os_idle,
+    .dead = os_dead,
+};
+
+static void
+os_flush(struct osess *s)
+{
+    struct io_uring_sqe *sqe;
+
+    if (s->sending || s->closed || !s->connected || s->tx_len == 0)
+        return;
+    sqe = wsqe(s->w);
+    io_uring_prep_send(sqe, s->fd, s->tx, s->tx_len, MSG_NOSIGNAL);
+    io_uring_sqe_set_data64(sqe, wud(s->gen, s->idx, W_SEND));
+    s->sending = true;
+    s->tx_sending = s->tx_len;
+    s->inflight++;
+}
+
+static void
+os_arm_recv(struct osess *s)
+{
+    struct io_uring_sqe *sqe = wsqe(s->w);
+
+    io_uring_prep_recv(sqe, s->fd, s->rx, sizeof(s->rx), 0);
+    io_uring_sqe_set_data64(sqe, wud(s->gen, s->idx, W_RECV));
+    s->recv_armed = true;
+    s->inflight++;
+}
+
+/* No more I/O: cancel what is pending, close once the output went out. */
+static void
+os_close(struct osess *s)
+{
+    struct io_uring_sqe *sqe;
+
+    s->closing = true;
+    if (s->closed || s->sending)
+        return;
+    if (!s->connected && s->fd >= 0 && !s->connect_done) {
+        sqe = wsqe(s->w);
+        io_uring_prep_cancel64(sqe, wud(s->gen, s->idx, W_CONNECT), 0);
+        io_uring_sqe_set_data64(sqe, wud(0, 0, W_NONE));
+        io_uring_sqe_set_flags(sqe, IOSQE_CQE_SKIP_SUCCESS);
+    }
+    if (s->recv_armed) {
+        sqe = wsqe(s->w);
+        io_uring_prep_cancel64(sqe, wud(s->gen, s->idx, W_RECV), 0);
+        io_uring_sqe_set_data64(sqe, wud(0, 0, W_NONE));
+        io_uring_sqe_set_flags(sqe, IOSQE_CQE_SKIP_SUCCESS);
+    }
+    if (s->body.loading)
+        return; /* its reads finish first: they write into body.buf */
+    s->closed = true;
+    if (s->fd < 0)
+        return; /* never had a socket */
+    sqe = wsqe(s->w);
+    io_uring_prep_close(sqe, s->fd);
+    io_uring_sqe_set_data64(sqe, wud(s->gen, s->idx, W_CLOSE));
+    s->inflight++;
+}
+
+static void
+os_free(struct osess *s)
+{
+    struct worker *w = s->w;
+
+    os_unidle(s);
+    if (s->cur != NULL)
+        os_release_cur(s, true);
+    smtp_client_fini(&s->cl);
+    env_free(&s->sub);
+    free(s->map);
+    free(s->tx);
+    body_free(&s->body);
+    struct dest *x = s->d;
+
+    x->active--;
+    w->sess[s->idx] = NULL;
+    w->sess_used--;
+    free(s);
+    dest_run(w, x); /* a slot under the concurrency limit is free again */
+}
+
+/* Open a session for d; false when no slot or memory is left (d stays with the caller). */
+static bool
+os_new(struct worker *w, struct dest *x, struct delivery *d)
+{
+    const struct config_nexthop *h = route_hop(x->route, d->hop);
+    struct smtp_client_opts o = {
+        .lmtp = h->transport == TRANSPORT_LMTP,
+        .helo_name = w->cfg->myhostname,
+        .timeout_cmd_ms = (uint32_t)MIN(w->cfg->smtp_helo_timeout, UINT32_MAX),
+        .timeout_data_ms = (uint32_t)MIN(w->cfg->smtp_helo_timeout, UINT32_MAX),
+        .timeout_block_ms = (uint32_t)MIN(w->cfg->smtp_helo_timeout, UINT32_MAX),
+        .timeout_data_end_ms = (uint32_t)MIN(w->cfg->smtp_data_done_timeout, UINT32_MAX),
+    };
+    struct sockaddr_storage ss;
+    socklen_t sl;
+    struct io_uring_sqe *sqe;
+    struct osess *s;
+    uint32_t idx;
+    int one = 1, rc;
+
+    for (idx = 0; idx < w->nsess && w->sess[idx] != NULL; idx++)
+        ;
+    if (idx == w->nsess)
+        return false;
+    s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return false;
+    s->tx = malloc(OS_TX_CAP);
+    if (s->tx == NULL || smtp_client_init(&s->cl, &o, &os_ops, s) < 0) {
+        free(s->tx);
+        free(s);
+        return false;
+    }
+    env_init(&s->sub);
+    s->w = w;
+    s->idx = idx;
+    s->gen = (uint32_t)(++w->seq);
+    s->d = x;
+    s->hop = d->hop;
+    s->fd = -1;
+    w->sess[idx] = s;
+    w->sess_used++;
+    x->active++;
+    WSTAT_INC(w, sessions);
+
+    rc = hop_addr(h, &ss, &sl);
+    if (rc == 0) {
+        s->fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (s->fd == -1)
+            rc = -errno;
+    }
+    if (rc < 0) {
+        char relay[CONFIG_PATH_MAX + 16];
+
+        hop_text(h, relay, sizeof(relay));
+        log_msg(LOG_INFO, "event=connect_error worker=%u relay=%s error=\"%s\"", w->index, relay,
+                strerror(-rc));
+        /* no socket: the delivery is deferred (or fails over) at once */
+        w->sess[idx] = NULL;
+        w->sess_used--;
+        x->active--;
+        smtp_client_fini(&s->cl);
+        env_free(&s->sub);
+        free(s->tx);
+        free(s);
+        for (uint32_t i = 0; i < d->nrcpt; i++) {
+            if (d->state[i] == DLV_PENDING)
+                delivery_set_diag(d, i, "4.4.1 cannot connect to the next hop");
+        }
+        attempt_done(w, x, d, true);
+        return true;
+    }
+    if (ss.ss_family != AF_UNIX)
+        (void)setsockopt(s->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    sqe = wsqe(w);
+    io_uring_prep_connect(sqe, s->fd, (struct sockaddr *)&ss, sl);
+    io_uring_sqe_set_data64(sqe, wud(s->gen, idx, W_CONNECT));
+    s->inflight++;
+    /* the connect copies the address when it is issued, before this returns to the loop */
+    io_uring_submit(&w->ring);
+    s->deadline_ms = w->now_ms + w->cfg->smtp_connect_timeout;
+    if (os_start(s, d) < 0) {
+        dest_push(x, d, true);
+        smtp_client_quit(&s->cl);
+    }
+    return true;
+}
+
+static void
+os_event(struct worker *w, struct osess *s, enum wop op, int res)
+{
+    s->inflight--;
+    switch (op) {
+    case W_CONNECT:
+        s->connect_done = true;
+        if (s->closing)
+            break;
+        if (res < 0) {
+            char relay[CONFIG_PATH_MAX + 16];
+
+            os_relay_text(s, relay, sizeof(relay));
+            log_msg(LOG_INFO, "event=connect_error worker=%u relay=%s error=\"%s\"", w->index,
+                    relay, strerror(-res));
+            WSTAT_INC(w, connect_errors);
+            smtp_client_closed(&s->cl);
+            break;
+        }
+        s->connected = true;
+        s->deadline_ms = w->now_ms + smtp_client_timeout_ms(&s->cl);
+        os_arm_recv(s);
+        os_flush(s);
+        break;
+    case W_RECV:
+        s->recv_armed = false;
+        if (s->closing)
+            break;
+        if (res <= 0) {
+            smtp_client_closed(&s->cl);
+            break;
+        }
+        s->greeted = true;
+        smtp_client_input(&s->cl, s->rx, (size_t)res);
+        if (!smtp_client_dead(&s->cl) && !s->closing) {
+            uint32_t t = smtp_client_timeout_ms(&s->cl);
+
+            s->deadline_ms = t ? w->now_ms + t : 0;
+            os_arm_recv(s);
+        }
+        break;
+    case W_SEND:
+        s->sending = false;
+        if (res < 0) {
+            s->tx_len = 0;
+            if (!smtp_client_dead(&s->cl))
+                smtp_client_closed(&s->cl);
+            break;
+        }
+        memmove(s->tx, s->tx + res, s->tx_len - (size_t)res);
+        s->tx_len -= (size_t)res;
+        if (s->closing) {
+            if (s->tx_len > 0)
+                os_flush(s);
+            else
+                os_close(s);
+            break;
+        }
+        os_flush(s);
+        if (!smtp_client_dead(&s->cl))
+            smtp_client_resume(&s->cl);
+        break;
+    case W_READ:
+        if (!body_read_done(&s->body, res))
+            break;
+        if (s->cur == NULL) {
+            body_free(&s->body); /* its message is over */
+            if (s->closing)
+                os_close(s);
+            break;
+        }
+        body_verify(&s->body, s->cur->msg);
+        if (s->closing)
+            os_close(s);
+        else if (!smtp_client_dead(&s->cl))
+            smtp_client_resume(&s->cl);
+        break;
+    case W_CLOSE:
+        break;
+    default:
+        BUG_ON(1);
+    }
+    if (s->closed && s->inflight == 0)
+        os_free(s);
+}
+
+/* ---- maildir ---- */
+
+static const struct maildir *
+maildir_find(const char *path)
+{
+    for (unsigned i = 0; i < nmaildirs; i++) {
+        if (strcmp(maildirs[i].path, path) == 0)
+            return &maildirs[i];
+    }
+    return NULL;
+}
+
+static int
+mkdir_p(const char *path)
+{
+    char buf[CONFIG_PATH_MAX + 8];
+    size_t n = strlen(path);
+
+    if (n >= sizeof(buf))
+        return -ENAMETOOLONG;
+    memcpy(buf, path, n + 1);
+    for (size_t i = 1; i <= n; i++) {
+        if (buf[i] == '/' || buf[i] == '\0') {
+            char c = buf[i];
+
+            buf[i] = '\0';
+            if (mkdir(buf, 0700) == -1 && errno != EEXIST)
+                return -errno;
+            buf[i] = c;
+        }
+    }
+    return 0;
+}
+
+/* Create and open a Maildir's folders (start-up, blocking). */
+static int
+maildir_open(const char *path)
+{
+    char sub[CONFIG_PATH_MAX + 8];
+    struct maildir *m;
+    int rc;
+
+    if (maildir_find(path) != NULL)
+        return 0;
+    if (nmaildirs == MAX_MAILDIRS)
+        return -ENFILE;
+    m = &maildirs[nmaildirs];
+    snprintf(m->path, sizeof(m->path), "%s", path);
+    for (int i = 0; i < 3; i++) {
+        static const char *const names[] = { "tmp", "new", "cur" };
+
+        snprintf(sub, sizeof(sub), "%s/%s", path, names[i]);
+        rc = mkdir_p(sub);
+        if (rc < 0)
+            return rc;
+    }
+    snprintf(sub, sizeof(sub), "%s/tmp", path);
+    m->tmp_fd = open(sub, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    snprintf(sub, sizeof(sub), "%s/new", path);
+    m->new_fd = open(sub, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (m->tmp_fd == -1 || m->new_fd == -1)
+        return -errno;
+    nmaildirs++;
+    return 0;
+}
+
+static void
+md_finish(struct mdjob *j, int err)
+{
+    struct worker *w = j->w;
+    struct delivery *d = j->cur;
+    char relay[CONFIG_PATH_MAX + 16], text[64];
+
+    snprintf(relay, sizeof(relay), "maildir:%s", j->md ? j->md->path : "?");
+    for (uint32_t i = 0; i < d->nrcpt; i++) {
+        if (d->state[i] != DLV_PENDING)
+            continue;
+        if (err == 0) {
+            d->state[i] = DLV_DELIVERED;
+            snprintf(text, sizeof(text), "delivered to maildir");
+            log_rcpt(w, d, i, "sent", relay, "2.0.0", text);
+            WSTAT_INC(w, delivered);
+        } else {
+            snprintf(text, sizeof(text), "maildir delivery failed: %s", strerror(-err));
+            delivery_set_diag(d, i, text);
+            log_rcpt(w, d, i, "deferred", relay, "4.3.0", text);
+            WSTAT_INC(w, deferred);
+        }
+    }
+    body_free(&j->body);
+    free(j->iov);
+    w->jobs[j->idx] = NULL;
+    j->d->active--;
+    attempt_done(w, j->d, d, false);
+    dest_run(w, j->d);
+    free(j);
+}
+
+static void
+md_step(struct mdjob *j, enum wop op, int res)
+{
+    struct worker *w = j->w;
+    const struct qmsg *m = j->cur->msg;
+    struct io_uring_sqe *sqe;
+    char newname[CONFIG_PATH_MAX];
+
+    switch (op) {
+    case W_MD_READ:
+        if (!body_read_done(&j->body, res))
+            return;
+        body_verify(&j->body, m);
+        if (j->body.err) {
+            md_finish(j, j->body.err);
+            return;
+        }
+        sqe = wsqe(w);
+        io_uring_prep_openat(sqe, j->md->tmp_fd, j->name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
+                             0600);
+        io_uring_sqe_set_data64(sqe, wud(j->gen, j->idx, W_MD_OPEN));
+        return;
+    case W_MD_OPEN:
+        if (res < 0) {
+            md_finish(j, res);
+            return;
+        }
+        j->fd = res;
+        j->niov = (int)m->nextent + 1;
+        j->iov = calloc((size_t)j->niov, sizeof(*j->iov));
+        if (j->iov == NULL) {
+            res = -ENOMEM;
+            goto fail_close;
+        }
+        {
+            struct slice from = env_get(&m->env, m->env.sender);
+            int n = snprintf(j->hdr, sizeof(j->hdr), "Return-Path: <%.*s>\r\n",
+                             (int)MIN(from.len, 400), from.p);
+
+            j->iov[0].iov_base = j->hdr;
+            j->iov[0].iov_len = (size_t)n;
+            j->expect = (size_t)n;
+        }
+        for (unsigned k = 0; k < m->nextent; k++) {
+            j->iov[k + 1].iov_base = j->body.buf + j->body.recoff[k] + SPOOL_HDR_SIZE;
+            j->iov[k + 1].iov_len = m->ext[k].len;
+            j->expect += m->ext[k].len;
+        }
+        sqe = wsqe(w);
+        io_uring_prep_writev(sqe, j->fd, j->iov, (unsigned)j->niov, 0);
+        io_uring_sqe_set_data64(sqe, wud(j->gen, j->idx, W_MD_WRITE));
+        return;
+    case W_MD_WRITE:
+        if (res < 0 || (size_t)res != j->expect) {
+            res = res < 0 ? res : -ENOSPC;
+            goto fail_close;
+        }
+        sqe = wsqe(w);
+        io_uring_prep_fsync(sqe, j->fd, 0);
+        io_uring_sqe_set_data64(sqe, wud(j->gen, j->idx, W_MD_SYNC));
+        return;
+    case W_MD_SYNC:
+        if (res < 0)
+            goto fail_close;
+        sqe = wsqe(w);
+        io_uring_prep_close(sqe, j->fd);
+        io_uring_sqe_set_data64(sqe, wud(j->gen, j->idx, W_MD_CLOSE));
+        j->fd = -1;
+        return;
+    case W_MD_CLOSE:
+        if (j->fd >= 0) { /* closing after a failure */
+            j->fd = -1;
+            md_finish(j, -EIO);
+            return;
+        }
+        snprintf(newname, sizeof(newname), "%s", j->name);
+        sqe = wsqe(w);
+        io_uring_prep_renameat(sqe, j->md->tmp_fd, j->name, j->md->new_fd, j->name, 0);
+        io_uring_sqe_set_data64(sqe, wud(j->gen, j->idx, W_MD_RENAME));
+        return;
+    case W_MD_RENAME:
+        md_finish(j, res < 0 ? res : 0);
+        return;
+    default:
+        BUG_ON(1);
+    }
+    return;
+
+fail_close:
+    log_msg(LOG_ERR, "event=maildir_error worker=%u file=%s error=\"%s\"", w->index, j->name,
+            strerror(-res));
+    sqe = wsqe(w);
+    io_uring_prep_close(sqe, j->fd);
+    io_uring_sqe_set_data64(sqe, wud(j->gen, j->idx, W_MD_CLOSE));
+}
+
+static bool
+md_new(struct worker *w, struct dest *x, struct delivery *d)
+{
+    const struct config_nexthop *h = route_hop(x->route, 0);
+    struct mdjob *j;
+    uint32_t idx;
+
+    for (idx = 0; idx < w->njobs && w->jobs[idx] != NULL; idx++)
+        ;
+    if (idx == w->njobs)
+        return false;
+    j = calloc(1, sizeof(*j));
+    if (j == NULL)
+        return false;
+    j->w = w;
+    j->idx = idx;
+    j->gen = (uint32_t)(++w->seq);
+    j->d = x;
+    j->cur = d;
+    j->fd = -1;
+    j->md = maildir_find(h->path);
+    snprintf(j->name, sizeof(j->name), "%" PRIu64 ".M%" PRIu64 "R%uQ%s.%s", w->wall_ms / 1000,
+             w->wall_ms % 1000, w->index, d->msg->env.qid, w->cfg->myhostname);
+    w->jobs[idx] = j;
+    x->active++;
+    if (j->md == NULL || body_load(w, &j->body, d->msg, j->gen, idx, W_MD_READ) < 0) {
+        md_finish(j, -ENOENT);
+        return true;
+    }
+    if (d->msg->nextent == 0) {
+        /* no body record at all cannot happen (the Received: header is always there) */
+        md_finish(j, -EIO);
+    }
+    return true;
+}
+
+/* ---- scheduling ---- */
+
+/* Start work for x's queue while it is under its concurrency limit. */
+static void
+dest_run(struct worker *w, struct dest *x)
+{
+    if (x == NULL || w->stopping)
+        return;
+    while (x->q != NULL) {
+        struct delivery *d;
+
+        if (x->idle != NULL) {
+            struct osess *s = x->idle;
+
+            x->idle = s->next_idle;
+            s->next_idle = NULL;
+            d = dest_pop(x);
+            if (os_start(s, d) < 0) {
+                dest_push(x, d, true);
+                smtp_client_quit(&s->cl);
+                return;
+            }
+            continue;
+        }
+        if (x->active >= w->cfg->destination_concurrency_limit)
+            return;
+        d = x->q;
+        if (route_hop(x->route, d->hop)->transport == TRANSPORT_MAILDIR) {
+            dest_pop(x);
+            if (!md_new(w, x, d)) {
+                dest_push(x, d, true);
+                return;
+            }
+        } else {
+            dest_pop(x);
+            if (!os_new(w, x, d)) {
+                dest_push(x, d, true);
+                return;
+            }
+        }
+    }
+}
+
+static void
+take(struct worker *w, struct delivery *d)
+{
+    struct dest *x = dest_get(w, d);
+
+    if (x == NULL) {
+        give_back(w, d); /* no memory: its owner keeps it pending */
+        return;
+    }
+    dest_push(x, d, false);
+    dest_run(w, x);
+}
+
+static void
+tick(struct worker *w)
+{
+    /* deferred deliveries that are due */
+    while (w->retry != NULL && w->retry->next_ms <= w->now_ms) {
+        struct delivery *d = w->retry;
+
+        w->retry = d->next;
+        take(w, d);
+    }
+    for (uint32_t i = 0; i < w->nsess; i++) {
+        struct osess *s = w->sess[i];
+
+        if (s == NULL || s->closing)
+            continue;
+        if (s->next_idle != NULL || s->d->idle == s) {
+            if (w->now_ms - s->idle_since_ms >= w->cfg->smtp_connection_cache_time_limit) {
+                os_unidle(s);
+                smtp_client_quit(&s->cl);
+                s->deadline_ms = w->now_ms + smtp_client_timeout_ms(&s->cl);
+            }
+            continue;
+        }
+        if (s->deadline_ms != 0 && w->now_ms >= s->deadline_ms && !smtp_client_dead(&s->cl)) {
+            if (!s->connected)
+                smtp_client_closed(&s->cl); /* connect timeout */
+            else
+                smtp_client_timeout(&s->cl);
+        }
+    }
+}
+
+/* ---- the loop ---- */
+
+static void
+handle(struct worker *w, struct io_uring_cqe *cqe)
+{
+    uint64_t ud = io_uring_cqe_get_data64(cqe);
+    enum wop op = (enum wop)(ud & 0xff);
+    uint32_t idx = (uint32_t)(ud >> 8) & 0xffffff;
+    uint32_t gen = (uint32_t)(ud >> 32);
+
+    switch (op) {
+    case W_NONE:
+        return;
+    case W_WAKE: {
+        struct io_uring_sqe *sqe = wsqe(w);
+
+        io_uring_prep_read(sqe, w->wake_fd, &w->wake_buf, sizeof(w->wake_buf), 0);
+        io_uring_sqe_set_data64(sqe, wud(0, 0, W_WAKE));
+        return;
+    }
+    case W_LOG:
+        logbuf_done(&w->log, &w->ring, cqe->res);
+        return;
+    case W_CONNECT:
+    case W_RECV:
+    case W_SEND:
+    case W_CLOSE:
+    case W_READ: {
+        struct osess *s = idx < w->nsess ? w->sess[idx] : NULL;
+
+        if (s != NULL && s->gen == gen)
+            os_event(w, s, op, cqe->res);
+        return;
+    }
+    default: {
+        struct mdjob *j = idx < w->njobs ? w->jobs[idx] : NULL;
+
+        if (j != NULL && j->gen == gen)
+            md_step(j, op, cqe->res);
+        return;
+    }
+    }
+}
+
+static bool
+worker_idle(const struct worker *w)
+{
+    if (w->sess_used > 0 || w->done != NULL || !logbuf_idle(&w->log))
+        return false;
+    for (uint32_t i = 0; i < w->njobs; i++) {
+        if (w->jobs[i] != NULL)
+            return false;
+    }
+    return true;
+}
+
+/* Stop: every delivery still held goes back to its owner unfinished (still pending in the spool).
+ */
+static void
+hand_back_all(struct worker *w)
+{
+    for (unsigned b = 0; b <= w->dtab_mask; b++) {
+        for (struct dest *x = w->dtab[b]; x != NULL; x = x->next) {
+            struct delivery *d;
+
+            while ((d = dest_pop(x)) != NULL)
+                give_back(w, d);
+            for (struct osess *s = x->idle; s != NULL; s = s->next_idle)
+                smtp_client_quit(&s->cl);
+        }
+    }
+    while (w->retry != NULL) {
+        struct delivery *d = w->retry;
+
+        w->retry = d->next;
+        give_back(w, d);
+    }
+    for (uint32_t i = 0; i < w->nsess; i++) {
+        if (w->sess[i] != NULL && !w->sess[i]->closing)
+            smtp_client_closed(&w->sess[i]->cl); /* pending recipients: deferred, given back */
+    }
+}
+
+static void *
+worker_main(void *arg)
+{
+    struct worker *w = arg;
+    void *items[W_BATCH];
+    struct io_uring_sqe *sqe;
+    int rc;
+
+    rc = io_uring_queue_init(W_RING_ENTRIES, &w->ring,
+                             IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN);
+    if (rc == 0 && logbuf_init(&w->log, wud(0, 0, W_LOG)) < 0) {
+        io_uring_queue_exit(&w->ring);
+        rc = -ENOMEM;
+    }
+    atomic_store_explicit(&w->started, rc < 0 ? rc : 1, memory_order_release);
+    if (rc < 0)
+        return NULL;
+    log_set_thread_sink(logbuf_sink, &w->log);
+    sqe = wsqe(w);
+    io_uring_prep_read(sqe, w->wake_fd, &w->wake_buf, sizeof(w->wake_buf), 0);
+    io_uring_sqe_set_data64(sqe, wud(0, 0, W_WAKE));
+    w->now_ms = mono_ms();
+    w->wall_ms = real_ms();
+    w->next_tick_ms = w->now_ms + W_TICK_MS;
+
+    for (;;) {
+        struct __kernel_timespec ts = { .tv_sec = 0, .tv_nsec = W_TICK_MS * 1000000ll };
+        struct io_uring_cqe *cqe;
+        unsigned head, n = 0;
+        size_t got;
+
+        got = w->stopping ? 0 : q_mesh_pop_batch(w->in, w->index, items, W_BATCH);
+        for (size_t i = 0; i < got; i++)
+            take(w, items[i]);
+        give_back_retry(w);
+        logbuf_flush(&w->log, &w->ring);
+        if (!w->stopping && atomic_load_explicit(&w->stop, memory_order_acquire)) {
+            w->stopping = true;
+            hand_back_all(w);
+        }
+        if (w->stopping && worker_idle(w))
+            break;
+        if (got == W_BATCH || w->done != NULL) {
+            rc = io_uring_submit_and_get_events(&w->ring);
+        } else if (q_mesh_prepare_sleep(w->in, w->index)) {
+            rc = io_uring_submit_and_wait_timeout(&w->ring, &cqe, 1, &ts, NULL);
+            q_mesh_end_sleep(w->in, w->index);
+        } else {
+            rc = io_uring_submit_and_get_events(&w->ring);
+        }
+        if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EBUSY) {
+            log_msg(LOG_ERR, "event=fatal worker=%u what=io_uring_enter error=\"%s\"", w->index,
+                    strerror(-rc));
+            break;
+        }
+        w->now_ms = mono_ms();
+        w->wall_ms = real_ms();
+        io_uring_for_each_cqe(&w->ring, head, cqe)
+        {
+            handle(w, cqe);
+            n++;
+        }
+        io_uring_cq_advance(&w->ring, n);
+        WSTAT_INC(w, loops);
+        if (w->now_ms >= w->next_tick_ms) {
+            w->next_tick_ms = w->now_ms + W_TICK_MS;
+            tick(w);
+        }
+    }
+    log_set_thread_sink(NULL, NULL);
+    logbuf_drain_sync(&w->log);
+    logbuf_fini(&w->log);
+    io_uring_queue_exit(&w->ring);
+    return NULL;
+}
+
+int
+worker_init(struct worker *w, unsigned index, const struct ringmail_config *cfg, struct q_mesh *in,
+            struct q_mesh *out)
+{
+    int rc = 0;
+
+    memset(w, 0, sizeof(*w));
+    w->index = index;
+    w->cfg = cfg;
+    w->in = in;
+    w->out = out;
+    w->done_tail = &w->done;
+    w->dtab_mask = 255;
+    w->dtab = calloc(w->dtab_mask + 1, sizeof(*w->dtab));
+    w->nsess = MAX_SESSIONS;
+    w->sess = calloc(w->nsess, sizeof(*w->sess));
+    w->njobs = MAX_JOBS;
+    w->jobs = calloc(w->njobs, sizeof(*w->jobs));
+    w->wake_fd = eventfd(0, EFD_CLOEXEC);
+    if (w->dtab == NULL || w->sess == NULL || w->jobs == NULL || w->wake_fd == -1)
+        return -ENOMEM;
+    /* the Maildirs every route may need, created now: start-up may block */
+    pthread_mutex_lock(&maildirs_lock);
+    for (unsigned r = 0; r < route_count(cfg) && rc == 0; r++) {
+        const struct route *rt = route_at(cfg, r);
+
+        for (unsigned h = 0; h < route_nhops(rt) && rc == 0; h++) {
+            const struct config_nexthop *hop = route_hop(rt, h);
+
+            if (hop->transport == TRANSPORT_MAILDIR) {
+                rc = maildir_open(hop->path);
+                if (rc < 0)
+                    log_msg(LOG_ERR, "event=fatal what=maildir path=%s error=\"%s\"", hop->path,
+                            strerror(-rc));
+            }
+        }
+    }
+    pthread_mutex_unlock(&maildirs_lock);
+    if (rc < 0)
+        return rc;
+    q_mesh_set_notify(in, index, worker_notify, w);
+    return 0;
+}
+
+int
+worker_start(struct worker *w)
+{
+    int rc = pthread_create(&w->thread, NULL, worker_main, w);
+
+    if (rc != 0)
+        return -rc;
+    while ((rc = atomic_load_explicit(&w->started, memory_order_acquire)) == 0) {
+        struct timespec ts = { 0, 1000000 };
+
+        nanosleep(&ts, NULL);
+    }
+    if (rc < 0) {
+        pthread_join(w->thread, NULL);
+        return rc;
+    }
+    return 0;
+}
+
+void
+worker_notify(void *arg)
+{
+    struct worker *w = arg;
+    uint64_t one = 1;
+
+    /* an eventfd write never blocks here: the counter cannot reach its maximum */
+    if (write(w->wake_fd, &one, sizeof(one)) == -1)
+        return;
+}
+
+void
+worker_stop(struct worker *w)
+{
+    /* release: pairs with the acquire in worker_main() */
+    atomic_store_explicit(&w->stop, true, memory_order_release);
+    worker_notify(w);
+}
+
+void
+worker_join(struct worker *w)
+{
+    pthread_join(w->thread, NULL);
+    for (unsigned b = 0; b <= w->dtab_mask; b++) {
+        struct dest *x = w->dtab[b], *next;
+
+        for (; x != NULL; x = next) {
+            next = x->next;
+            free(x);
+        }
+    }
+    free(w->dtab);
+    free(w->sess);
+    free(w->jobs);
+    close(w->wake_fd);
+}

@@ -1,0 +1,78 @@
+/*
+ * worker.h: outbound delivery threads.
+ *
+ * A worker owns an io_uring event loop carrying many upstream sessions at
+ * once, the destinations routed to it (a route's hash picks its worker, so
+ * one destination's connections are pooled and reused on one thread), their
+ * queues, a retry list, and its maildir jobs. It takes deliveries from the
+ * reactor x worker mesh and gives each back to its owner reactor once every
+ * one of its recipients is delivered or failed. Nothing else is shared.
+ */
+#ifndef RINGMAIL_NET_WORKER_H
+#define RINGMAIL_NET_WORKER_H
+
+#include <liburing.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/config.h"
+#include "core/smtp_client.h"
+#include "net/logbuf.h"
+#include "queue/delivery.h"
+#include "queue/ring.h"
+
+struct worker;
+struct dest;
+
+struct worker_stats {
+    /* written by the owning worker only (relaxed), read by anyone */
+    _Atomic uint64_t delivered, deferred, failed, sessions, connect_errors, loops;
+};
+
+struct worker {
+    unsigned index;
+    const struct ringmail_config *cfg;
+    struct q_mesh *in;  /* reactors -> workers: this worker is consumer `index` */
+    struct q_mesh *out; /* workers -> reactors: this worker is producer `index` */
+    pthread_t thread;
+    atomic_bool stop;
+    atomic_int started; /* 0 starting, 1 running, -errno failed */
+    int wake_fd;        /* eventfd: producers' notify hook and stop write to it */
+    uint64_t wake_buf;
+
+    struct io_uring ring;
+    struct logbuf log;
+    uint64_t now_ms, wall_ms;
+    bool stopping;
+
+    struct dest **dtab; /* destinations by route hash */
+    unsigned dtab_mask;
+    unsigned ndest;
+
+    struct osess **sess; /* session slots, user_data index */
+    uint32_t nsess, sess_used;
+    struct mdjob **jobs; /* maildir job slots */
+    uint32_t njobs;
+
+    struct delivery *retry;             /* deferred deliveries, by due time */
+    struct delivery *done, **done_tail; /* completions the owner's ring had no room for */
+    uint64_t next_tick_ms;
+    uint64_t seq; /* maildir file names */
+
+    struct worker_stats stats;
+};
+
+/* Prepare a worker (main thread). 0 or -errno. */
+int worker_init(struct worker *w, unsigned index, const struct ringmail_config *cfg,
+                struct q_mesh *in, struct q_mesh *out);
+/* Start its thread and wait until its ring is set up. 0 or -errno. */
+int worker_start(struct worker *w);
+/* Ask it to stop once it holds nothing in flight (any thread), then join it. */
+void worker_stop(struct worker *w);
+void worker_join(struct worker *w);
+/* The in-mesh notify hook: wakes a sleeping worker (any thread). */
+void worker_notify(void *arg);
+
+#endif
