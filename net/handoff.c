@@ -47,6 +47,7 @@ handoff_message(struct reactor *r, struct qmsg *q, const uint8_t *rcpt_done)
 
     if (r->to_workers == NULL) {
         /* no workers (an inbound-only test harness): the message stays pending in the spool */
+        q->nleft = e->nrcpt;
         if (atomic_fetch_sub_explicit(&q->refs, 1, memory_order_acq_rel) == 1)
             handoff_release(r, q);
         return 0;
@@ -57,10 +58,13 @@ handoff_message(struct reactor *r, struct qmsg *q, const uint8_t *rcpt_done)
         rc = -ENOMEM;
         goto out;
     }
+    q->nleft = 0;
     for (uint32_t i = 0; i < e->nrcpt; i++) {
         rt[i] = NULL;
-        if (rcpt_done == NULL || !rcpt_done[i])
+        if (rcpt_done == NULL || !rcpt_done[i]) {
             rt[i] = route_lookup(r->cfg, route_domain_of(env_get(e, e->rcpt[i].addr)));
+            q->nleft++;
+        }
     }
     /* one delivery per distinct route, its recipients in their original order */
     for (uint32_t i = 0; i < e->nrcpt; i++) {
@@ -95,14 +99,20 @@ out:
     return rc;
 }
 
-/* The message's last reference is gone: free it and let go of its segment. */
+/*
+ * The message's last reference is gone: free it and let go of its segment.
+ * Only a message whose every recipient is finished stops counting as pending
+ * in its segment; one released unfinished (at shutdown) keeps the segment on
+ * disk for the next start.
+ */
 void
 handoff_release(struct reactor *r, struct qmsg *q)
 {
     struct segment *seg = q->seg;
+    bool finished = q->nleft == 0;
 
     qmsg_free(q);
-    spool_io_seg_put(r, seg);
+    spool_io_seg_put(r, seg, finished);
 }
 
 /* A delivery is back: record its finished recipients, drop it. */
@@ -118,8 +128,10 @@ complete(struct reactor *r, struct delivery *d)
         if (d->state[i] != DLV_PENDING)
             fin[nfin++] = d->rcpt[i];
     }
-    if (nfin > 0)
+    if (nfin > 0) {
         spool_io_done(r, q->seg, q->env.id, fin, nfin);
+        q->nleft -= MIN(nfin, q->nleft);
+    }
     for (uint32_t i = 0; i < d->nrcpt; i++) {
         if (d->state[i] == DLV_FAILED)
             STAT_INC(r, bounces_owed, 1); /* DSN generation: see docs/architecture.md */

@@ -119,10 +119,11 @@ struct msg_io {
 struct segment {
     int fd;
     uint64_t id;
-    uint64_t seed; /* keys every record checksum in this segment (queue/spool.h) */
-    uint64_t end;  /* next free offset */
-    uint32_t refs; /* messages and writes still using it */
-    bool dirty;    /* written since the last fdatasync */
+    uint64_t seed;    /* keys every record checksum in this segment (queue/spool.h) */
+    uint64_t end;     /* next free offset */
+    uint32_t refs;    /* messages and writes still using it */
+    uint32_t pending; /* messages committed to it and not finished: kept on disk while > 0 */
+    bool dirty;       /* written since the last fdatasync */
     bool current;
     struct segment *next;
 };
@@ -278,8 +279,10 @@ void handoff_notify(void *arg);
 /* Append a DONE record for recipients rcpt[0..n) of message id to segment seg. */
 void spool_io_done(struct reactor *r, struct segment *seg, uint64_t id, const uint32_t *rcpt,
                    unsigned n);
-/* Drop a reference to seg: closed (and unlinked) once nothing holds it and it is not current. */
-void spool_io_seg_put(struct reactor *r, struct segment *seg);
+/* Drop a message's reference to seg; finished: the message needs nothing more from the
+   spool. A segment that is not current is closed once nothing holds it, and unlinked when
+   none of its messages is pending. */
+void spool_io_seg_put(struct reactor *r, struct segment *seg, bool finished);
 /* Start-up, on the reactor's thread: re-open the recovered segments this reactor owns and
    hand their pending messages to the workers. */
 int spool_io_requeue(struct reactor *r);

@@ -50,30 +50,38 @@ seg_unref(struct reactor *r, struct segment *s)
         }
     }
     /*
-     * Nothing holds it: every message committed to it has been delivered or
-     * bounced (each holds a reference until its DONE record is written, and
-     * the DONE records live in the same segment), and it takes no new ones.
+     * Nothing holds it and it takes no new messages. When none of its
+     * messages is pending either (each was delivered or bounced and its DONE
+     * record went to this same segment), the file goes.
      */
-    struct io_uring_sqe *sqe = reactor_sqe(r);
+    struct io_uring_sqe *sqe;
     char name[64];
 
-    spool_seg_name(s->id, name, sizeof(name));
-    io_uring_prep_unlinkat(sqe, r->spool_dir_fd, name, 0);
-    io_uring_sqe_set_data64(sqe, ud_make(0, 0, OP_SEGCLOSE));
-    /* the unlink copies the name when it is issued: submit before name goes away */
-    io_uring_submit(&r->ring);
+    if (s->pending == 0) {
+        sqe = reactor_sqe(r);
+        spool_seg_name(s->id, name, sizeof(name));
+        io_uring_prep_unlinkat(sqe, r->spool_dir_fd, name, 0);
+        io_uring_sqe_set_data64(sqe, ud_make(0, 0, OP_SEGCLOSE));
+        /* the unlink copies the name when it is issued: submit before name goes away */
+        io_uring_submit(&r->ring);
+        r->spool_inflight++;
+        STAT_INC(r, segments_unlinked, 1);
+        log_msg(LOG_INFO, "event=segment_removed reactor=%u segment=%s", r->index, name);
+    }
     sqe = reactor_sqe(r);
     io_uring_prep_close(sqe, s->fd);
     io_uring_sqe_set_data64(sqe, ud_make(0, 0, OP_SEGCLOSE));
-    r->spool_inflight += 2;
-    STAT_INC(r, segments_unlinked, 1);
-    log_msg(LOG_INFO, "event=segment_removed reactor=%u segment=%s", r->index, name);
+    r->spool_inflight++;
     free(s);
 }
 
 void
-spool_io_seg_put(struct reactor *r, struct segment *seg)
+spool_io_seg_put(struct reactor *r, struct segment *seg, bool finished)
 {
+    if (finished) {
+        BUG_ON(seg->pending == 0);
+        seg->pending--;
+    }
     seg_unref(r, seg);
 }
 
@@ -313,6 +321,7 @@ msg_finish(struct reactor *r, struct msg_io *m, int rc)
 
         STAT_INC(r, msgs_accepted, 1);
         m->q = NULL;
+        m->seg->pending++; /* even without q (no memory): the file stays for the next start */
         /* durable: the workers take it from here (its segment reference goes with it) */
         if (q != NULL)
             handoff_message(r, q, NULL);
@@ -775,7 +784,8 @@ spool_io_requeue(struct reactor *r)
             continue;
         }
         seg->current = false;
-        seg->refs = 1; /* held while its messages are queued below */
+        seg->refs = 1;              /* held while its messages are queued below */
+        seg->pending = ss->pending; /* one that fails to requeue keeps the file */
         /* DONE records go after whatever the file ends with, torn tail included */
         seg->end = ((uint64_t)st.st_size + SPOOL_ALIGN - 1) & ~(uint64_t)(SPOOL_ALIGN - 1);
         for (size_t i = 0; i < idx->nmsg; i++) {

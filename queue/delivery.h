@@ -35,6 +35,7 @@ struct qmsg {
     struct spool_extent *ext; /* its DATA records */
     unsigned nextent;
     uint64_t arrival_ms; /* wall clock */
+    uint32_t nleft;      /* recipients not finished yet (the owner's thread only) */
 };
 
 enum dlv_state {

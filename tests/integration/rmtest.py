@@ -96,8 +96,13 @@ class Server:
     """One ringmail process: `Server(opts={...}).start()`, then .port, .spool, .stop()."""
 
     def __init__(self, opts=None, spool=None, port=None, config=None, name="ringmail",
-                 extra_args=None, log_append=True):
+                 extra_args=None, log_append=True, cwd=None, hold=True):
         self.bin = binary()
+        # hold: deliver nowhere, so what was accepted stays in the queue for the
+        # inbound tests to inspect: the next hop is a loopback port where nothing
+        # listens, and the first retry is an hour away
+        self.hold = hold
+        self.cwd = cwd  # working directory of the process (None: the caller's)
         self.port = port or free_port()
         self.spool = spool or os.path.join(tempdir(), "spool")
         self.opts = dict(opts or {})
@@ -121,6 +126,9 @@ class Server:
             a += ["-c", self.config]
         o = {"listen": "%s:%d" % (LOOPBACK, self.port), "spool_dir": self.spool,
              "myhostname": "rmtest.example"}
+        if self.hold and not any(k in self.opts for k in ("relayhost", "routes")):
+            o.update({"relayhost": "[127.0.0.1]:1", "minimal_backoff_time": "1h",
+                      "maximal_backoff_time": "1h"})
         o.update(self.opts)
         for k, v in o.items():
             a += ["-o", "%s=%s" % (k, v)]
@@ -132,7 +140,7 @@ class Server:
         self.logpath = os.path.join(self.logdir, "%s.%d.stderr" % (self.name, self.nstarts))
         self._logf = open(self.logpath, "ab" if self.log_append else "wb")
         self.proc = subprocess.Popen(self.args(), stdin=subprocess.DEVNULL,
-                                     stdout=self._logf, stderr=self._logf)
+                                     stdout=self._logf, stderr=self._logf, cwd=self.cwd)
         if self not in _servers:
             _servers.append(self)
         if not self.wait_ready(timeout, probe):
@@ -490,8 +498,213 @@ def main(tests):
     r.finish()
 
 
+# ---- Postfix's smtp-sink as a next hop, and its dump files ----
+
+_sinks = []  # every Sink started by this process, stopped at exit (before the temp dirs go)
+
+
+def wait_until(cond, timeout, step=0.1):
+    """Call cond() until it returns a true value or timeout seconds pass (bounded
+    in count too); returns the last value."""
+    deadline = time.monotonic() + timeout
+    v = None
+    for _ in range(int(timeout / step) + 2):
+        v = cond()
+        if v or time.monotonic() >= deadline:
+            return v
+        time.sleep(step)
+    return v
+
+
+class Sink:
+    """One smtp-sink process on 127.0.0.1 (or a unix socket), dumping each transaction.
+
+    `Sink(flags=["-f", "rcpt"]).start()`, then .port (or .path), .files(), .dumps(), .stop().
+    Each completed transaction is one file in .dumpdir (smtp-sink removes the file
+    of a transaction that does not end with an accepted "."; with -L the file is
+    written once, with one X-Rcpt-Args line per recipient). As root, smtp-sink
+    must drop privileges (-u nobody): the dump directory is made writable for it."""
+
+    def __init__(self, port=None, lmtp=False, flags=None, name="sink", unix_path=None,
+                 dump=True, backlog=256):
+        self.bin = need_tool("smtp-sink")
+        self.unix_path = unix_path
+        self.port = None if unix_path else (port or free_port())
+        self.lmtp = lmtp
+        self.flags = list(flags or [])
+        self.name = name
+        self.backlog = backlog
+        self.base = tempdir(prefix="rmtest-sink-")
+        os.chmod(self.base, 0o755)
+        self.dumpdir = os.path.join(self.base, "dump") if dump else None
+        if dump:
+            os.mkdir(self.dumpdir)
+            os.chmod(self.dumpdir, 0o777)
+        self.logpath = os.path.join(self.base, "%s.out" % name)
+        self.proc = None
+        self._logf = None
+
+    @property
+    def addr(self):
+        return "unix:%s" % self.unix_path if self.unix_path else "%s:%d" % (LOOPBACK, self.port)
+
+    def args(self):
+        a = [self.bin]
+        if os.geteuid() == 0:
+            a += ["-u", "nobody"]
+        if self.lmtp:
+            a += ["-L"]
+        if self.dumpdir:
+            # %H%M%S: smtp-sink appends 32 random bits to the name; a per-second
+            # prefix keeps a name collision (one dump overwriting another) out of reach
+            a += ["-d", os.path.join(self.dumpdir, "%H%M%S.")]
+        return a + self.flags + [self.addr, str(self.backlog)]
+
+    def start(self, timeout=10.0):
+        assert self.proc is None or self.proc.poll() is not None, "already running"
+        self._logf = open(self.logpath, "ab")
+        self.proc = subprocess.Popen(self.args(), stdin=subprocess.DEVNULL,
+                                     stdout=self._logf, stderr=self._logf)
+        if self not in _sinks:
+            _sinks.append(self)
+        if self.unix_path:
+            ok = wait_until(lambda: os.path.exists(self.unix_path) or self.proc.poll() is not None,
+                            timeout, 0.02) and self.proc.poll() is None
+        else:
+            ok = wait_port(self.port, timeout, self.proc)
+        if not ok:
+            self.stop()
+            raise RuntimeError("smtp-sink did not start on %s: %s" % (self.addr, self.output()))
+        return self
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout=10.0):
+        """SIGTERM by PID, then SIGKILL by PID."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                try:
+                    os.kill(self.proc.pid, sig)
+                except ProcessLookupError:
+                    break
+                try:
+                    self.proc.wait(timeout)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+        if self._logf is not None:
+            self._logf.close()
+            self._logf = None
+        return self.proc.returncode
+
+    def output(self):
+        try:
+            with open(self.logpath, "rb") as f:
+                return f.read().decode("utf-8", "replace")[-2000:]
+        except OSError:
+            return ""
+
+    def files(self):
+        """Paths of the dump files now present (a transaction in progress has one too)."""
+        if not self.dumpdir:
+            return []
+        return [os.path.join(self.dumpdir, n) for n in os.listdir(self.dumpdir)]
+
+    def count(self):
+        return len(self.files())
+
+    def dumps(self):
+        return [parse_sink_dump(p) for p in sorted(self.files())]
+
+
+def parse_sink_dump(path):
+    """One smtp-sink dump file -> dict.
+
+    mail: the X-Mail-Args text; rcpts: [addresses of X-Rcpt-Args]; helo; proto;
+    data: the message as received, with CRLF line ends restored (smtp-sink
+    writes each line with LF only and undoes dot-stuffing); headers: [(name
+    lower case, unfolded value)] of data's header; message_id; mtime."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    st = os.stat(path)
+    d = {"path": path, "mtime": st.st_mtime, "rcpts": [], "mail": None, "helo": None,
+         "proto": None, "raw": raw, "data": None, "headers": [], "message_id": None,
+         "complete": False}
+    lines = raw.split(b"\n")
+    i = 0
+    for i in range(len(lines)):  # noqa: B007 - i is used after the loop
+        ln = lines[i]
+        if ln.startswith(b"X-Mail-Args: "):
+            d["mail"] = ln[13:].decode("utf-8", "replace")
+        elif ln.startswith(b"X-Rcpt-Args: "):
+            a = ln[13:].decode("utf-8", "replace")
+            m = re.match(r"<([^>]*)>", a)
+            d["rcpts"].append(m.group(1) if m else a)
+        elif ln.startswith(b"X-Helo-Args: "):
+            d["helo"] = ln[13:].decode("utf-8", "replace")
+        elif ln.startswith(b"X-Client-Proto: "):
+            d["proto"] = ln[16:].decode("utf-8", "replace")
+        elif ln.startswith(b"Received: "):
+            break
+    else:
+        return d
+    # smtp-sink's own Received: is three lines; the message data follows
+    j = i + 1
+    while j < len(lines) and lines[j].startswith(b"\t"):
+        j += 1
+    rest = b"\n".join(lines[j:])
+    # every data line ends with LF, then smtp-sink appends one empty line
+    if rest.endswith(b"\n\n") or rest == b"\n":
+        d["complete"] = True
+        rest = rest[:-1]
+    d["data"] = rest.replace(b"\n", b"\r\n")
+    d["headers"] = parse_headers(d["data"])
+    for k, v in d["headers"]:
+        if k == "message-id":
+            d["message_id"] = v.strip()
+            break
+    return d
+
+
+def parse_headers(data):
+    """[(name lower case, value unfolded)] of the header section of CRLF message data."""
+    out = []
+    end = data.find(b"\r\n\r\n")
+    head = data if end < 0 else data[:end + 2]
+    for ln in head.split(b"\r\n"):
+        if not ln:
+            continue
+        if ln[:1] in (b" ", b"\t") and out:
+            out[-1] = (out[-1][0], out[-1][1] + " " + ln.strip().decode("utf-8", "replace"))
+            continue
+        k, _, v = ln.partition(b":")
+        out.append((k.decode("utf-8", "replace").strip().lower(),
+                    v.strip().decode("utf-8", "replace")))
+    return out
+
+
+def strip_first_header(data):
+    """(first header field with its folded continuation lines, the rest) of CRLF data."""
+    i = data.find(b"\r\n")
+    for _ in range(1000):
+        if i < 0:
+            return data, b""
+        if data[i + 2:i + 3] not in (b" ", b"\t"):
+            return data[:i + 2], data[i + 2:]
+        i = data.find(b"\r\n", i + 2)
+    return data, b""
+
+
 @atexit.register
 def _cleanup():
+    for k in _sinks:
+        try:
+            k.stop(timeout=5)
+        except Exception:  # noqa: BLE001
+            pass
     for s in _servers:
         try:
             if s.running():
