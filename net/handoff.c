@@ -115,28 +115,37 @@ handoff_release(struct reactor *r, struct qmsg *q)
     spool_io_seg_put(r, seg, finished);
 }
 
-/* A delivery is back: record its finished recipients, drop it. */
+/*
+ * A delivery is back: record its finished recipients, drop it. Failed
+ * recipients owed a bounce are finished by the bounce itself, once it is
+ * durable (spool_io_inject), so a crash never loses both.
+ */
 static void
 complete(struct reactor *r, struct delivery *d)
 {
     struct qmsg *q = d->msg;
-    uint32_t *fin = NULL, nfin = 0;
+    uint32_t *fin = NULL, *bounced = NULL, nfin = 0, nb = 0;
 
-    if (d->nrcpt > 0)
+    if (d->nrcpt > 0) {
         fin = malloc(d->nrcpt * sizeof(*fin));
-    for (uint32_t i = 0; fin != NULL && i < d->nrcpt; i++) {
-        if (d->state[i] != DLV_PENDING)
+        bounced = malloc(d->nrcpt * sizeof(*bounced));
+    }
+    for (uint32_t i = 0; fin != NULL && bounced != NULL && i < d->nrcpt; i++) {
+        if (d->state[i] == DLV_DELIVERED || (d->state[i] == DLV_FAILED && d->dsn == NULL))
             fin[nfin++] = d->rcpt[i];
+        else if (d->state[i] == DLV_FAILED)
+            bounced[nb++] = d->rcpt[i];
     }
     if (nfin > 0) {
         spool_io_done(r, q->seg, q->env.id, fin, nfin);
         q->nleft -= MIN(nfin, q->nleft);
     }
-    for (uint32_t i = 0; i < d->nrcpt; i++) {
-        if (d->state[i] == DLV_FAILED)
-            STAT_INC(r, bounces_owed, 1); /* DSN generation: see docs/architecture.md */
+    if (nb > 0) {
+        spool_io_inject(r, q, bounced, nb, d->dsn, d->dsn_len, d->dsn_flags);
+        STAT_INC(r, bounces, 1);
     }
     free(fin);
+    free(bounced);
     if (delivery_free(d))
         handoff_release(r, q);
 }

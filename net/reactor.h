@@ -113,7 +113,10 @@ struct msg_io {
     struct spool_extent *ext;
     uint32_t nextent, ext_cap; /* extents used and allocated */
     struct qmsg *q;            /* the message for the workers, made at its end */
-    struct msg_io *next;       /* on the reactor's ready or syncing list */
+    struct qmsg *orig;         /* a bounce: the message whose failed recipients it reports */
+    uint32_t *orig_rcpt;       /* those recipients: finished once the bounce is durable */
+    uint32_t orig_n;
+    struct msg_io *next; /* on the reactor's ready or syncing list */
 };
 
 struct segment {
@@ -143,7 +146,7 @@ struct spool_write {
 struct reactor_stats {
     /* written by the owning reactor only (relaxed), read by anyone */
     _Atomic uint64_t accepted, refused_busy, closed, msgs_accepted, msgs_refused, commit_errors,
-        fsyncs, enobufs, bytes_in, loops, cqes, bounces_owed, segments_unlinked;
+        fsyncs, enobufs, bytes_in, loops, cqes, bounces, segments_unlinked;
 };
 
 struct reactor {
@@ -279,6 +282,9 @@ void handoff_notify(void *arg);
 /* Append a DONE record for recipients rcpt[0..n) of message id to segment seg. */
 void spool_io_done(struct reactor *r, struct segment *seg, uint64_t id, const uint32_t *rcpt,
                    unsigned n);
+/* Spool a bounce (from <> to orig's sender) and hand it to the workers. */
+void spool_io_inject(struct reactor *r, struct qmsg *orig, const uint32_t *failed, uint32_t nfailed,
+                     const char *body, size_t len, unsigned dsn_flags);
 /* Drop a message's reference to seg; finished: the message needs nothing more from the
    spool. A segment that is not current is closed once nothing holds it, and unlinked when
    none of its messages is pending. */

@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "core/compiler.h"
+#include "core/dsn.h"
 #include "core/log.h"
 #include "net/reactor.h"
 
@@ -284,9 +285,29 @@ seg_switch(struct reactor *r, struct segment *s, bool ok)
 
 /* ---- messages ---- */
 
+/* A bounce lets go of the message it reports on; finished: its DONE record is written. */
+static void
+orig_put(struct reactor *r, struct msg_io *m, bool finished)
+{
+    struct qmsg *oq = m->orig;
+
+    if (oq == NULL)
+        return;
+    if (finished) {
+        spool_io_done(r, oq->seg, oq->env.id, m->orig_rcpt, m->orig_n);
+        oq->nleft -= MIN(m->orig_n, oq->nleft);
+    }
+    m->orig = NULL;
+    free(m->orig_rcpt);
+    m->orig_rcpt = NULL;
+    if (atomic_fetch_sub_explicit(&oq->refs, 1, memory_order_acq_rel) == 1)
+        handoff_release(r, oq);
+}
+
 static void
 msg_free(struct reactor *r, struct msg_io *m)
 {
+    orig_put(r, m, false); /* the bounce failed: those recipients stay pending */
     if (m->q != NULL) {
         qmsg_free(m->q); /* never handed off: its segment reference goes too */
         seg_unref(r, m->seg);
@@ -321,6 +342,7 @@ msg_finish(struct reactor *r, struct msg_io *m, int rc)
 
         STAT_INC(r, msgs_accepted, 1);
         m->q = NULL;
+        orig_put(r, m, true);
         m->seg->pending++; /* even without q (no memory): the file stays for the next start */
         /* durable: the workers take it from here (its segment reference goes with it) */
         if (q != NULL)
@@ -459,35 +481,25 @@ spool_io_body_commit(struct reactor *r, struct conn *c, size_t n)
         c->msg->chunk_len += (uint32_t)n;
 }
 
-void
-spool_io_msg_end(struct reactor *r, struct conn *c, struct envelope *env)
+/*
+ * Write message m's commit record (envelope and extents), after the DATA
+ * record in *data when there is one (both in one writev), and make the
+ * message object the workers will get once it is durable. 0 or -errno.
+ */
+static int
+commit_write(struct reactor *r, struct msg_io *m, const struct envelope *env,
+             const struct iovec *data)
 {
-    struct msg_io *m = c->msg;
     struct spool_rec_hdr *h;
     struct iovec iov[2], pl;
-    size_t plen, rsize;
-    char *rec;
+    size_t plen = spool_msg_payload_size(env, m->nextent), rsize = spool_rec_size(plen);
+    char *rec = malloc(rsize);
     int n = 0;
 
-    m->ended = true;
-    if (m->err)
-        goto fail;
-    if (m->chunk != NULL && m->chunk_len > 0) {
-        iov[n].iov_base = m->chunk;
-        iov[n].iov_len = chunk_seal(m, env->id);
-        if (ext_add(m, m->seg->end, m->chunk_len) < 0) {
-            m->err = -ENOMEM;
-            goto fail;
-        }
-        n++;
-    }
-    plen = spool_msg_payload_size(env, m->nextent);
-    rsize = spool_rec_size(plen);
-    rec = malloc(rsize);
-    if (rec == NULL) {
-        m->err = -ENOMEM;
-        goto fail;
-    }
+    if (rec == NULL)
+        return -ENOMEM;
+    if (data != NULL)
+        iov[n++] = *data;
     h = (struct spool_rec_hdr *)(void *)rec;
     pl.iov_base = rec + SPOOL_HDR_SIZE;
     pl.iov_len = spool_msg_encode(rec + SPOOL_HDR_SIZE, plen, env, m->ext, m->nextent);
@@ -496,12 +508,11 @@ spool_io_msg_end(struct reactor *r, struct conn *c, struct envelope *env)
     iov[n].iov_base = rec;
     iov[n].iov_len = rsize;
     n++;
-    if (submit_write(r, m->seg, m, n == 2 ? m->chunk : NULL, rec, iov, n) < 0) {
+    if (submit_write(r, m->seg, m, data != NULL ? m->chunk : NULL, rec, iov, n) < 0) {
         free(rec);
-        m->err = -EAGAIN;
-        goto fail;
+        return -EAGAIN;
     }
-    if (n == 2)
+    if (data != NULL)
         m->chunk = NULL; /* now the write slot's, recycled on completion */
     /* what the workers will need once it is durable: a copy that outlives the session */
     m->q =
@@ -510,15 +521,125 @@ spool_io_msg_end(struct reactor *r, struct conn *c, struct envelope *env)
         m->seg->refs++;
     else
         log_msg(LOG_ERR,
-                "event=handoff_error reactor=%u qid=%s error=\"%s\" note=\"delivered "
-                "after the next start\"",
+                "event=handoff_error reactor=%u qid=%s error=\"%s\" note=\"delivered after the "
+                "next start\"",
                 r->index, env->qid, strerror(ENOMEM));
+    return 0;
+}
+
+void
+spool_io_msg_end(struct reactor *r, struct conn *c, struct envelope *env)
+{
+    struct msg_io *m = c->msg;
+    struct iovec data;
+    bool have = false;
+    int rc;
+
+    m->ended = true;
+    if (m->err)
+        goto fail;
+    if (m->chunk != NULL && m->chunk_len > 0) {
+        data.iov_base = m->chunk;
+        data.iov_len = chunk_seal(m, env->id);
+        if (ext_add(m, m->seg->end, m->chunk_len) < 0) {
+            m->err = -ENOMEM;
+            goto fail;
+        }
+        have = true;
+    }
+    rc = commit_write(r, m, env, have ? &data : NULL);
+    if (rc < 0) {
+        m->err = rc;
+        goto fail;
+    }
     return;
 
 fail:
     /* never answer from inside the session's callback: the end of the turn does */
     if (m->writes == 0)
         msg_ready(r, m);
+}
+
+/*
+ * Spool a message made here, a bounce: from <> to the original sender, its
+ * body the report. It is committed and handed to the workers like any other.
+ */
+void
+spool_io_inject(struct reactor *r, struct qmsg *oq, const uint32_t *failed, uint32_t nfailed,
+                const char *body, size_t len, unsigned dsn_flags)
+{
+    const struct envelope *orig = &oq->env;
+    const size_t cap = BODY_CHUNK - SPOOL_HDR_SIZE - SPOOL_ALIGN;
+    struct envelope env;
+    struct msg_io *m = NULL;
+    struct slice to = env_get(orig, orig->sender);
+    int rc = -ENOMEM;
+
+    env_init(&env);
+    if (r->seg == NULL) {
+        rc = -ENOSPC;
+        goto fail;
+    }
+    if (env_put(&env, &env.sender, "", 0) < 0 ||
+        env_put(&env, &env.helo, r->cfg->myhostname, strlen(r->cfg->myhostname)) < 0 ||
+        env_put(&env, &env.client, "", 0) < 0 || env_put(&env, &env.mail_params, "", 0) < 0 ||
+        env_add_rcpt(&env, to, SLICE_LIT("")) < 0)
+        goto fail;
+    env.flags = ENV_F_ESMTP | ((dsn_flags & DSN_OUT_F_8BIT) ? ENV_F_8BITMIME : 0) |
+                ((dsn_flags & DSN_OUT_F_SMTPUTF8) ? ENV_F_SMTPUTF8 : 0);
+    env.id = spool_next_id(&r->last_id, r->index, r->wall_ms / 1000);
+    qid_format(env.id, env.qid);
+    env.arrival = r->wall_ms / 1000;
+    env.body_len = len;
+    m = calloc(1, sizeof(*m));
+    if (m == NULL)
+        goto fail;
+    m->seg = r->seg;
+    m->seg->refs++;
+    /* the failed recipients are finished only once their bounce is durable (msg_finish) */
+    m->orig_rcpt = malloc(nfailed * sizeof(*m->orig_rcpt));
+    if (m->orig_rcpt == NULL)
+        goto fail_msg;
+    memcpy(m->orig_rcpt, failed, nfailed * sizeof(*failed));
+    m->orig_n = nfailed;
+    m->orig = oq;
+    atomic_fetch_add_explicit(&oq->refs, 1, memory_order_relaxed); /* we hold one already */
+    for (size_t off = 0; off < len;) {
+        size_t n = MIN(cap, len - off);
+        struct iovec iov;
+        uint64_t at = m->seg->end;
+
+        m->chunk = buf_pool_get(&r->chunk_pool);
+        if (m->chunk == NULL)
+            goto fail_msg;
+        memcpy(m->chunk + SPOOL_HDR_SIZE, body + off, n);
+        m->chunk_len = (uint32_t)n;
+        iov.iov_base = m->chunk;
+        iov.iov_len = chunk_seal(m, env.id);
+        if (ext_add(m, at, m->chunk_len) < 0 ||
+            submit_write(r, m->seg, m, m->chunk, NULL, &iov, 1) < 0)
+            goto fail_msg;
+        m->chunk = NULL;
+        off += n;
+    }
+    m->ended = true;
+    rc = commit_write(r, m, &env, NULL);
+    if (rc < 0)
+        goto fail_msg;
+    log_msg(LOG_INFO, "event=bounce qid=%s reactor=%u bounce_qid=%s to=<%.*s> size=%zu", orig->qid,
+            r->index, env.qid, (int)MIN(to.len, LOG_PEER_MAX), to.p, len);
+    env_free(&env);
+    return;
+
+fail_msg:
+    /* what was written is never committed: recovery ignores it */
+    m->aborted = true;
+    if (m->writes == 0)
+        msg_free(r, m);
+fail:
+    log_msg(LOG_ERR, "event=bounce_error qid=%s reactor=%u error=\"%s\"", orig->qid, r->index,
+            strerror(-rc));
+    env_free(&env);
 }
 
 void

@@ -36,6 +36,7 @@
 #include <unistd.h>
 
 #include "core/compiler.h"
+#include "core/dsn.h"
 #include "core/log.h"
 #include "core/route.h"
 
@@ -347,8 +348,83 @@ log_rcpt(struct worker *w, const struct delivery *d, uint32_t i, const char *eve
  * later, or fail them once the message is older than maximal_queue_lifetime.
  * Finished deliveries go back to their owner.
  */
+/* The enhanced status code in a reply text ("550 5.1.1 ..."), or dflt. */
+static struct slice
+enh_of(const char *text, const char *dflt)
+{
+    const char *p = text ? strchr(text, ' ') : NULL;
+    size_t n = 0;
+
+    if (p != NULL && (p[1] == '4' || p[1] == '5' || p[1] == '2') && p[2] == '.') {
+        p++;
+        while (p[n] != '\0' && p[n] != ' ' && n < 12)
+            n++;
+        return (struct slice){ p, n };
+    }
+    return (struct slice){ dflt, strlen(dflt) };
+}
+
+/*
+ * The delivery has failed recipients owed a bounce (core/dsn.c applies
+ * NOTIFY and never bounces to <>): build it now, while the original message
+ * is at hand (b, or NULL when its body is not in memory: the report then
+ * carries no copy of it). The owner spools it as a new message.
+ */
 static void
-attempt_done(struct worker *w, struct dest *x, struct delivery *d, bool conn_failed)
+dsn_attach(struct worker *w, struct delivery *d, const struct body *b)
+{
+    const struct qmsg *m = d->msg;
+    struct dsn_rcpt_status *rs = calloc(d->nrcpt, sizeof(*rs));
+    char(*diag)[DLV_DIAG_MAX + 16] = calloc(d->nrcpt, sizeof(*diag));
+    struct dsn_buf out = { 0 };
+    struct dsn_report rep = { 0 };
+    size_t n = 0;
+    int rc;
+
+    if (rs == NULL || diag == NULL)
+        goto out;
+    for (uint32_t i = 0; i < d->nrcpt; i++) {
+        if (d->state[i] != DLV_FAILED)
+            continue;
+        rs[n].rcpt = d->rcpt[i];
+        rs[n].action = DSN_ACTION_FAILED;
+        rs[n].status = enh_of(d->diag[i], "5.0.0");
+        snprintf(diag[n], sizeof(diag[n]), "smtp; %s", d->diag[i] ? d->diag[i] : "failed");
+        rs[n].diag = (struct slice){ diag[n], strlen(diag[n]) };
+        rs[n].last_attempt = w->wall_ms / 1000;
+        n++;
+    }
+    if (n == 0)
+        goto out;
+    rep.env = &m->env;
+    rep.rs = rs;
+    rep.nrs = n;
+    rep.myhostname = (struct slice){ w->cfg->myhostname, strlen(w->cfg->myhostname) };
+    rep.now = w->wall_ms / 1000;
+    rep.seed = m->env.id ^ (w->wall_ms << 20) ^ ++w->seq;
+    if (b != NULL && b->ready && m->nextent > 0) {
+        /* the first record holds the headers; a longer message is returned as headers only */
+        rep.msg = (struct slice){ b->buf + b->recoff[0] + SPOOL_HDR_SIZE, m->ext[0].len };
+        if (m->nextent > 1)
+            rep.flags |= DSN_BUILD_F_HEADERS_ONLY;
+    }
+    rc = dsn_build(&rep, &out, &d->dsn_flags);
+    if (rc == 0) {
+        d->dsn = out.p;
+        d->dsn_len = out.len;
+        out.p = NULL;
+    } else if (rc != -ENODATA) {
+        log_msg(LOG_ERR, "event=bounce_error qid=%s error=\"%s\"", m->env.qid, strerror(-rc));
+    }
+out:
+    dsn_buf_free(&out);
+    free(rs);
+    free(diag);
+}
+
+static void
+attempt_done(struct worker *w, struct dest *x, struct delivery *d, bool conn_failed,
+             const struct body *b)
 {
     const struct ringmail_config *cfg = w->cfg;
     uint64_t age = w->wall_ms > d->msg->arrival_ms ? w->wall_ms - d->msg->arrival_ms : 0;
@@ -356,6 +432,7 @@ attempt_done(struct worker *w, struct dest *x, struct delivery *d, bool conn_fai
         d->msg->env.sender.len == 0 ? cfg->bounce_queue_lifetime : cfg->maximal_queue_lifetime;
 
     if (delivery_pending(d) == 0 || w->stopping) {
+        dsn_attach(w, d, b);
         give_back(w, d);
         return;
     }
@@ -375,6 +452,7 @@ attempt_done(struct worker *w, struct dest *x, struct delivery *d, bool conn_fai
                      d->diag[i] ? d->diag[i] : "message expired");
             WSTAT_INC(w, failed);
         }
+        dsn_attach(w, d, b);
         give_back(w, d);
         return;
     }
@@ -566,10 +644,10 @@ os_release_cur(struct osess *s, bool conn_failed)
     if (d == NULL)
         return;
     s->cur = NULL;
+    env_reset(&s->sub);
+    attempt_done(s->w, s->d, d, conn_failed, &s->body);
     if (!s->body.loading)
         body_free(&s->body); /* else freed when its last read completes */
-    env_reset(&s->sub);
-    attempt_done(s->w, s->d, d, conn_failed);
 }
 
 static void
@@ -852,7 +930,7 @@ os_new(struct worker *w, struct dest *x, struct delivery *d)
             if (d->state[i] == DLV_PENDING)
                 delivery_set_diag(d, i, "4.4.1 cannot connect to the next hop");
         }
-        attempt_done(w, x, d, true);
+        attempt_done(w, x, d, true, NULL);
         return true;
     }
     if (ss.ss_family != AF_UNIX)
@@ -1046,11 +1124,11 @@ md_finish(struct mdjob *j, int err)
             WSTAT_INC(w, deferred);
         }
     }
-    body_free(&j->body);
-    free(j->iov);
     w->jobs[j->idx] = NULL;
     j->d->active--;
-    attempt_done(w, j->d, d, false);
+    attempt_done(w, j->d, d, false, &j->body);
+    body_free(&j->body);
+    free(j->iov);
     dest_run(w, j->d);
     free(j);
 }

@@ -87,6 +87,7 @@ delivery_free(struct delivery *d)
     for (uint32_t i = 0; i < d->nrcpt; i++)
         free(d->diag[i]);
     free(d->diag);
+    free(d->dsn);
     free(d->rcpt);
     free(d->state);
     /* acq_rel: the thread that sees the count reach zero frees the message and must

@@ -54,6 +54,9 @@ struct delivery {
     uint32_t *rcpt; /* indices into msg->env.rcpt */
     uint8_t *state; /* enum dlv_state per recipient of this delivery */
     char **diag;    /* the last reply for a deferred or failed recipient, or NULL */
+    char *dsn;      /* a bounce for the failed recipients, made by the worker (malloc'd) */
+    size_t dsn_len;
+    unsigned dsn_flags; /* DSN_OUT_F_* (core/dsn.h) */
     unsigned attempts;
     unsigned hop;     /* the route's next hop to try in this attempt (failover) */
     uint64_t next_ms; /* monotonic: when a deferred delivery is due again */
