@@ -4,6 +4,8 @@
  *   ringmail [-c FILE] [-o KEY=VALUE]...       run
  *   ringmail -t [-c FILE] [-o KEY=VALUE]...    check the configuration
  *   ringmail queue list [-c FILE] [-o ...]     list the spool, as postqueue -p
+ *   ringmail queue show ID                     one message's envelope and content
+ *   ringmail queue flush | delete ID           act on a running ringmail (control socket)
  *   ringmail --version
  *
  * Thread affinity: the main thread. It loads the configuration, recovers the
@@ -15,9 +17,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <poll.h>
 #include <liburing.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -56,7 +62,8 @@ static void
 usage(FILE *out)
 {
     fprintf(out, "usage: ringmail [-t] [-c FILE] [-o KEY=VALUE]...\n"
-                 "       ringmail queue list [-c FILE] [-o KEY=VALUE]...\n"
+                 "       ringmail queue list|flush [-c FILE] [-o KEY=VALUE]...\n"
+                 "       ringmail queue show|delete [-c FILE] [-o KEY=VALUE]... ID\n"
                  "       ringmail --version\n"
                  "\n"
                  "  -c FILE        configuration file (YAML); built-in defaults without it\n"
@@ -137,27 +144,100 @@ recovery_log(void *arg, const char *line)
     log_msg(LOG_WARN, "event=recovery %s", line);
 }
 
+static int ctl_request(const char *spool_dir, const char *req, char *ans, size_t cap);
+
+/* `ringmail queue show ID`: the envelope and the stored message, from the spool. */
+static int
+queue_show(const struct spool_index *idx, const char *dir, const char *qid)
+{
+    uint64_t id;
+
+    if (!qid_parse(qid, &id)) {
+        fprintf(stderr, "ringmail: queue show: '%s' is not a queue id\n", qid);
+        return 2;
+    }
+    for (size_t i = 0; i < idx->nmsg; i++) {
+        const struct spool_msg *m = &idx->msg[i];
+        const struct envelope *e = &m->env;
+        struct slice v;
+        char *body;
+        size_t len;
+
+        if (e->id != id)
+            continue;
+        v = env_get(e, e->sender);
+        printf("*** ENVELOPE RECORDS %s ***\n", e->qid);
+        printf("message_size: %" PRIu64 "\narrival_time: %" PRIu64 "\n", e->body_len, e->arrival);
+        v = env_get(e, e->client);
+        printf("client_address: %.*s\n", (int)v.len, v.p);
+        v = env_get(e, e->helo);
+        printf("helo_name: %.*s\n", (int)v.len, v.p);
+        v = env_get(e, e->sender);
+        printf("sender: %.*s\n", (int)v.len, v.p);
+        for (uint32_t k = 0; k < e->nrcpt; k++) {
+            v = env_get(e, e->rcpt[k].addr);
+            printf("%s: %.*s\n", m->rcpt_done && m->rcpt_done[k] ? "done_recipient" : "recipient",
+                   (int)v.len, v.p);
+        }
+        if (spool_read_body(dir, m, &body, &len) < 0) {
+            fprintf(stderr, "ringmail: queue show: %s: the body cannot be read\n", qid);
+            return 1;
+        }
+        printf("*** MESSAGE CONTENTS %s ***\n", e->qid);
+        fwrite(body, 1, len, stdout);
+        printf("*** END OF MESSAGE %s ***\n", e->qid);
+        free(body);
+        return 0;
+    }
+    fprintf(stderr, "ringmail: queue show: %s is not in the queue\n", qid);
+    return 1;
+}
+
 static int
 cmd_queue(int argc, char **argv, const char *file, char **ov, int nov)
 {
     struct ringmail_config cfg;
     struct spool_index idx = { 0 };
+    const char *sub = argc >= 1 ? argv[0] : "";
+    char ans[256], req[64];
     int rc;
 
-    if (argc < 1 || strcmp(argv[0], "list") != 0) {
-        fprintf(stderr, "ringmail: queue: unknown command (try: ringmail queue list)\n");
+    if (strcmp(sub, "list") != 0 && strcmp(sub, "show") != 0 && strcmp(sub, "flush") != 0 &&
+        strcmp(sub, "delete") != 0) {
+        fprintf(stderr, "ringmail: queue: unknown command '%s' (list, show ID, flush, delete ID)\n",
+                sub);
+        return 2;
+    }
+    if ((strcmp(sub, "show") == 0 || strcmp(sub, "delete") == 0) && optind >= argc) {
+        fprintf(stderr, "ringmail: queue %s: a queue id is needed\n", sub);
         return 2;
     }
     if (load_config(&cfg, file, ov, nov) != 0)
         return 1;
+    if (strcmp(sub, "flush") == 0 || strcmp(sub, "delete") == 0) {
+        /* these change a running ringmail's queue: they go through its control socket */
+        snprintf(req, sizeof(req), "%s%s%s\n", sub, strcmp(sub, "delete") == 0 ? " " : "",
+                 strcmp(sub, "delete") == 0 ? argv[optind] : "");
+        rc = ctl_request(cfg.spool_dir, req, ans, sizeof(ans));
+        if (rc < 0) {
+            fprintf(stderr, "ringmail: queue %s: no running ringmail on %s/ringmail.ctl: %s\n", sub,
+                    cfg.spool_dir, strerror(-rc));
+            return 1;
+        }
+        fputs(ans, strncmp(ans, "ok", 2) == 0 ? stdout : stderr);
+        return strncmp(ans, "ok", 2) == 0 ? 0 : 1;
+    }
     rc = spool_recover(cfg.spool_dir, &idx, recovery_log, NULL);
     if (rc < 0) {
         fprintf(stderr, "ringmail: spool %s: %s\n", cfg.spool_dir, strerror(-rc));
         return 1;
     }
-    spool_print_queue(&idx, stdout);
+    if (strcmp(sub, "show") == 0)
+        rc = queue_show(&idx, cfg.spool_dir, argv[optind]);
+    else
+        spool_print_queue(&idx, stdout);
     spool_index_free(&idx);
-    return 0;
+    return rc;
 }
 
 static void
@@ -171,6 +251,119 @@ raise_nofile(unsigned want)
         rl.rlim_cur = MIN(rl.rlim_max, (rlim_t)want + 64);
         (void)setrlimit(RLIMIT_NOFILE, &rl);
     }
+}
+
+/* The control socket, served by the main thread: `ringmail queue flush|delete` talk to it. */
+static int
+ctl_path(const char *spool_dir, struct sockaddr_un *sun)
+{
+    int n;
+
+    memset(sun, 0, sizeof(*sun));
+    sun->sun_family = AF_UNIX;
+    n = snprintf(sun->sun_path, sizeof(sun->sun_path), "%s/ringmail.ctl", spool_dir);
+    return n < 0 || (size_t)n >= sizeof(sun->sun_path) ? -ENAMETOOLONG : 0;
+}
+
+static int
+ctl_listen(const char *spool_dir)
+{
+    struct sockaddr_un sun;
+    int fd;
+
+    if (ctl_path(spool_dir, &sun) < 0)
+        return -ENAMETOOLONG;
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd == -1)
+        return -errno;
+    (void)unlink(sun.sun_path);
+    if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1 || chmod(sun.sun_path, 0600) == -1 ||
+        listen(fd, 16) == -1) {
+        int rc = -errno;
+
+        close(fd);
+        return rc;
+    }
+    return fd;
+}
+
+/* One request: "flush" or "delete QID"; the answer is one line. */
+static void
+ctl_serve(int lfd, struct worker *workers, unsigned nw)
+{
+    struct timeval tv = { 1, 0 };
+    char req[128], ans[128];
+    unsigned total = 0, res;
+    uint64_t id = 0;
+    ssize_t n;
+    int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC), rc = 0;
+
+    if (fd == -1)
+        return;
+    (void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    n = read(fd, req, sizeof(req) - 1);
+    if (n <= 0) {
+        close(fd);
+        return;
+    }
+    req[n] = '\0';
+    req[strcspn(req, "\r\n")] = '\0';
+    if (strcmp(req, "flush") == 0) {
+        for (unsigned i = 0; i < nw && rc == 0; i++) {
+            rc = worker_control(&workers[i], WORKER_CTL_FLUSH, 0, &res);
+            total += res;
+        }
+        snprintf(ans, sizeof(ans), rc == 0 ? "ok %u deliveries retried now\n" : "error timeout\n",
+                 total);
+    } else if (strncmp(req, "delete ", 7) == 0 && qid_parse(req + 7, &id)) {
+        for (unsigned i = 0; i < nw && rc == 0; i++) {
+            rc = worker_control(&workers[i], WORKER_CTL_DELETE, id, &res);
+            total += res;
+        }
+        if (rc != 0)
+            snprintf(ans, sizeof(ans), "error timeout\n");
+        else if (total == 0)
+            snprintf(ans, sizeof(ans),
+                     "error %s is not waiting in the queue (unknown, or being "
+                     "delivered right now)\n",
+                     req + 7);
+        else
+            snprintf(ans, sizeof(ans), "ok %s deleted\n", req + 7);
+        log_msg(LOG_INFO, "event=queue_delete qid=%s deliveries=%u", req + 7, total);
+    } else {
+        snprintf(ans, sizeof(ans), "error unknown request\n");
+    }
+    if (write(fd, ans, strlen(ans)) == -1)
+        log_msg(LOG_WARN, "event=control_error error=\"%s\"", strerror(errno));
+    close(fd);
+}
+
+/* Client side: send one request to a running ringmail; 0 and its answer, or -errno. */
+static int
+ctl_request(const char *spool_dir, const char *req, char *ans, size_t cap)
+{
+    struct sockaddr_un sun;
+    size_t len = 0;
+    ssize_t n;
+    int fd, rc;
+
+    rc = ctl_path(spool_dir, &sun);
+    if (rc < 0)
+        return rc;
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd == -1)
+        return -errno;
+    if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1 ||
+        write(fd, req, strlen(req)) == -1) {
+        rc = -errno;
+        close(fd);
+        return rc;
+    }
+    while (len + 1 < cap && (n = read(fd, ans + len, cap - 1 - len)) > 0)
+        len += (size_t)n;
+    ans[len] = '\0';
+    close(fd);
+    return 0;
 }
 
 /*
@@ -213,7 +406,7 @@ run(const struct ringmail_config *cfg)
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     char err[CONFIG_ERR_MAX];
     sigset_t sigs;
-    int rc, sig;
+    int rc, sig = 0, sfd, cfd;
 
     if (n == 0)
         n = ncpu > 0 ? (unsigned)ncpu : 1;
@@ -310,15 +503,38 @@ run(const struct ringmail_config *cfg)
             RINGMAIL_VERSION, cfg->myhostname, cfg->spool_dir,
             cfg->durability == DURABILITY_FSYNC ? "fsync" : "none");
 
+    sfd = signalfd(-1, &sigs, SFD_CLOEXEC);
+    cfd = ctl_listen(cfg->spool_dir);
+    if (cfd < 0)
+        log_msg(LOG_WARN,
+                "event=control_error dir=%s error=\"%s\" note=\"queue flush and delete "
+                "are unavailable\"",
+                cfg->spool_dir, strerror(-cfd));
     for (;;) {
-        if (sigwait(&sigs, &sig) != 0)
+        struct pollfd pfd[2] = { { .fd = sfd, .events = POLLIN }, { .fd = cfd, .events = POLLIN } };
+        struct signalfd_siginfo si;
+
+        if (poll(pfd, cfd >= 0 ? 2 : 1, -1) <= 0)
             continue;
+        if (cfd >= 0 && (pfd[1].revents & POLLIN))
+            ctl_serve(cfd, workers, nw);
+        if (!(pfd[0].revents & POLLIN) || read(sfd, &si, sizeof(si)) != (ssize_t)sizeof(si))
+            continue;
+        sig = (int)si.ssi_signo;
         if (sig == SIGTERM || sig == SIGINT)
             break;
         if (sig == SIGHUP)
             log_msg(LOG_INFO, "event=sighup note=\"configuration reload is not supported yet; "
                               "restart to apply changes\"");
     }
+    if (cfd >= 0) {
+        struct sockaddr_un sun;
+
+        close(cfd);
+        if (ctl_path(cfg->spool_dir, &sun) == 0)
+            (void)unlink(sun.sun_path);
+    }
+    close(sfd);
     log_msg(LOG_INFO, "event=stopping signal=%s", sig == SIGTERM ? "TERM" : "INT");
     /* workers first: what they hold goes back to the reactors, which write its DONE
        records (for what was delivered) before they stop in turn */
@@ -397,7 +613,7 @@ main(int argc, char **argv)
 
         /* options may also follow the subcommand: ringmail queue list -c FILE */
         if (qargc >= 1) {
-            optind = 1;
+            optind = 0; /* 0: glibc re-initialises getopt for the new vector */
             while ((opt = getopt(qargc, qargv, "+c:o:")) != -1) {
                 if (opt == 'c')
                     file = optarg;

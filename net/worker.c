@@ -1353,6 +1353,88 @@ tick(struct worker *w)
     }
 }
 
+/* ---- control (ringmail queue flush | delete) ---- */
+
+/* Drop message id's deliveries waiting here: their recipients are finished without a bounce. */
+static unsigned
+ctl_delete_list(struct worker *w, struct delivery **pp, uint64_t id, struct dest *x)
+{
+    unsigned n = 0;
+
+    while (*pp != NULL) {
+        struct delivery *d = *pp;
+
+        if (d->msg->env.id != id) {
+            pp = &d->next;
+            continue;
+        }
+        *pp = d->next;
+        if (x != NULL && x->q_tail == &d->next)
+            x->q_tail = pp;
+        for (uint32_t i = 0; i < d->nrcpt; i++) {
+            if (d->state[i] == DLV_PENDING) {
+                d->state[i] = DLV_FAILED;
+                log_rcpt(w, d, i, "deleted", "none", "5.0.0", "deleted by the operator");
+            }
+        }
+        give_back(w, d); /* no dsn: the owner writes their DONE record */
+        n++;
+    }
+    return n;
+}
+
+static void
+control(struct worker *w)
+{
+    /* acquire: pairs with the release in worker_control(), so ctl_op and ctl_id are visible */
+    unsigned req = atomic_load_explicit(&w->ctl_req, memory_order_acquire);
+    unsigned result = 0;
+
+    if (req == w->ctl_seen)
+        return;
+    w->ctl_seen = req;
+    if (w->ctl_op == WORKER_CTL_FLUSH) {
+        while (w->retry != NULL) {
+            struct delivery *d = w->retry;
+
+            w->retry = d->next;
+            take(w, d);
+            result++;
+        }
+    } else if (w->ctl_op == WORKER_CTL_DELETE) {
+        result += ctl_delete_list(w, &w->retry, w->ctl_id, NULL);
+        for (unsigned b = 0; b <= w->dtab_mask; b++) {
+            for (struct dest *x = w->dtab[b]; x != NULL; x = x->next)
+                result += ctl_delete_list(w, &x->q, w->ctl_id, x);
+        }
+    }
+    atomic_store_explicit(&w->ctl_result, result, memory_order_relaxed);
+    /* release: publishes ctl_result; pairs with the acquire in worker_control() */
+    atomic_store_explicit(&w->ctl_ack, req, memory_order_release);
+}
+
+int
+worker_control(struct worker *w, enum worker_ctl op, uint64_t id, unsigned *result)
+{
+    unsigned req = atomic_load_explicit(&w->ctl_req, memory_order_relaxed) + 1;
+
+    w->ctl_op = (int)op;
+    w->ctl_id = id;
+    /* release: publishes ctl_op and ctl_id; pairs with the acquire in control() */
+    atomic_store_explicit(&w->ctl_req, req, memory_order_release);
+    worker_notify(w);
+    for (int i = 0; i < 5000; i++) { /* 5 s at most: main thread, not a reactor */
+        struct timespec ts = { 0, 1000000 };
+
+        if (atomic_load_explicit(&w->ctl_ack, memory_order_acquire) == req) {
+            *result = atomic_load_explicit(&w->ctl_result, memory_order_relaxed);
+            return 0;
+        }
+        nanosleep(&ts, NULL);
+    }
+    return -ETIMEDOUT;
+}
+
 /* ---- the loop ---- */
 
 static void
@@ -1470,6 +1552,7 @@ worker_main(void *arg)
         got = w->stopping ? 0 : q_mesh_pop_batch(w->in, w->index, items, W_BATCH);
         for (size_t i = 0; i < got; i++)
             take(w, items[i]);
+        control(w);
         give_back_retry(w);
         logbuf_flush(&w->log, &w->ring);
         if (!w->stopping && atomic_load_explicit(&w->stop, memory_order_acquire)) {

@@ -61,8 +61,25 @@ struct worker {
     uint64_t next_tick_ms;
     uint64_t seq; /* maildir file names */
 
+    /* control requests from the main thread (ringmail queue flush|delete): main writes
+       ctl_op/ctl_id, then publishes ctl_req (release); the worker answers in ctl_result
+       and publishes ctl_ack = ctl_req (release) */
+    int ctl_op; /* enum worker_ctl */
+    uint64_t ctl_id;
+    atomic_uint ctl_req, ctl_ack;
+    atomic_uint ctl_result;
+    unsigned ctl_seen;
+
     struct worker_stats stats;
 };
+
+enum worker_ctl {
+    WORKER_CTL_FLUSH = 0, /* retry every deferred delivery now; result: how many */
+    WORKER_CTL_DELETE,    /* drop message ctl_id's waiting deliveries; result: how many */
+};
+
+/* Main thread: run a control request on w and wait (bounded) for its result; -ETIMEDOUT. */
+int worker_control(struct worker *w, enum worker_ctl op, uint64_t id, unsigned *result);
 
 /* Prepare a worker (main thread). 0 or -errno. */
 int worker_init(struct worker *w, unsigned index, const struct ringmail_config *cfg,
