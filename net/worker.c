@@ -103,6 +103,7 @@ struct osess {
     unsigned hop;
     int fd;
     bool connected, connect_done, closing, closed, recv_armed, sending, dead, greeted;
+    int conn_err; /* the connect's -errno, when it failed */
     struct smtp_client cl;
     char rx[4096];
     char *tx;
@@ -441,6 +442,23 @@ attempt_done(struct worker *w, struct dest *x, struct delivery *d, bool conn_fai
         dest_push(x, d, true);
         return;
     }
+    if (conn_failed) {
+        /* every hop of the route failed to connect or greet: now it is a deferral */
+        char relay[CONFIG_PATH_MAX + 16];
+
+        hop_text(route_hop(x->route, d->hop), relay, sizeof(relay));
+        for (uint32_t i = 0; i < d->nrcpt; i++) {
+            struct slice e = enh_of(d->diag[i], "4.4.1");
+            char dsn[16];
+
+            if (d->state[i] != DLV_PENDING)
+                continue;
+            snprintf(dsn, sizeof(dsn), "%.*s", (int)MIN(e.len, 12), e.p);
+            log_rcpt(w, d, i, "deferred", relay, dsn,
+                     d->diag[i] ? d->diag[i] : "4.4.1 no connection");
+            WSTAT_INC(w, deferred);
+        }
+    }
     d->hop = 0;
     d->attempts++;
     if (age >= life) {
@@ -629,7 +647,13 @@ os_rcpt_done(void *ctx, uint32_t k, enum smtp_rcpt_status st, const struct smtp_
         WSTAT_INC(w, failed);
         break;
     case SMTP_RCPT_DEFERRED:
+        if (s->conn_err != 0) {
+            snprintf(text, sizeof(text), "4.4.1 connect to %.200s failed: %s", relay,
+                     strerror(-s->conn_err));
+        }
         delivery_set_diag(d, i, text);
+        if (!s->greeted)
+            break; /* the connection never got going: attempt_done() fails over or logs it */
         log_rcpt(w, d, i, "deferred", relay, dsn, text);
         WSTAT_INC(w, deferred);
         break;
@@ -965,6 +989,7 @@ os_event(struct worker *w, struct osess *s, enum wop op, int res)
             log_msg(LOG_INFO, "event=connect_error worker=%u relay=%s error=\"%s\"", w->index,
                     relay, strerror(-res));
             WSTAT_INC(w, connect_errors);
+            s->conn_err = res;
             smtp_client_closed(&s->cl);
             break;
         }
