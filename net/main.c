@@ -37,6 +37,7 @@
 #include "core/log.h"
 #include "net/reactor.h"
 #include "net/tls.h"
+#include "net/util.h"
 #include "net/worker.h"
 #include "queue/spool.h"
 
@@ -49,8 +50,9 @@
 
 #define MESH_CAPACITY 4096 /* deliveries in flight per (reactor, worker) ring */
 
+/* Log timestamps: the precise clock, read once per line. */
 static uint64_t
-clock_wall_ms(void)
+log_clock(void)
 {
     struct timespec ts;
 
@@ -113,28 +115,6 @@ load_config(struct ringmail_config *cfg, const char *file, char **overrides, int
 bad:
     fprintf(stderr, "ringmail: %s\n", err);
     return 1;
-}
-
-static int
-mkdir_p(const char *path, mode_t mode)
-{
-    char buf[CONFIG_PATH_MAX];
-    size_t n = strlen(path);
-
-    if (n == 0 || n >= sizeof(buf))
-        return -ENAMETOOLONG;
-    memcpy(buf, path, n + 1);
-    for (size_t i = 1; i <= n; i++) {
-        if (buf[i] == '/' || buf[i] == '\0') {
-            char c = buf[i];
-
-            buf[i] = '\0';
-            if (mkdir(buf, mode) == -1 && errno != EEXIST)
-                return -errno;
-            buf[i] = c;
-        }
-    }
-    return 0;
 }
 
 static void
@@ -576,7 +556,7 @@ main(int argc, char **argv)
     int nov = 0, opt, rc;
     bool check = false, verbose = false;
 
-    log_set_clock(clock_wall_ms);
+    log_set_clock(log_clock);
     /* "+": stop at the first non-option so `ringmail queue list -c F` works */
     while ((opt = getopt_long(argc, argv, "+c:o:tvh", longopts, NULL)) != -1) {
         switch (opt) {

@@ -28,30 +28,13 @@
 
 #include "core/compiler.h"
 #include "core/log.h"
+#include "net/util.h"
 
 struct reactor_shared reactor_shared;
 
 #define RING_ENTRIES 4096u
 #define CQ_ENTRIES   32768u
 #define TICK_MS      100u
-
-static uint64_t
-mono_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static uint64_t
-wall_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME_COARSE, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 /* True when a connection's 220 is due now: the next turn must not sleep. */
 static bool
@@ -484,8 +467,8 @@ reactor_main(void *arg)
     for (unsigned i = 0; i < r->nlisten; i++)
         arm_accept(r, i);
     arm_wake(r);
-    r->now_ms = mono_ms();
-    r->wall_ms = wall_ms();
+    r->now_ms = clock_mono_ms();
+    r->wall_ms = clock_wall_ms();
     r->next_tick_ms = r->now_ms + TICK_MS;
 
     for (;;) {
@@ -507,8 +490,8 @@ reactor_main(void *arg)
                     strerror(-rc));
             break;
         }
-        r->now_ms = mono_ms();
-        r->wall_ms = wall_ms();
+        r->now_ms = clock_mono_ms();
+        r->wall_ms = clock_wall_ms();
         io_uring_for_each_cqe(&r->ring, head, cqe)
         {
             handle_cqe(r, cqe);
@@ -553,8 +536,8 @@ reactor_thread(void *arg)
 
     /* the ring is created here: SINGLE_ISSUER binds it to its creating thread */
     rc = reactor_init(r);
-    r->now_ms = mono_ms();
-    r->wall_ms = wall_ms();
+    r->now_ms = clock_mono_ms();
+    r->wall_ms = clock_wall_ms();
     r->handoff_tail = &r->handoff;
     if (rc == 0)
         rc = spool_io_init(r, r->last_id);

@@ -39,6 +39,7 @@
 #include "core/dsn.h"
 #include "core/log.h"
 #include "core/route.h"
+#include "net/util.h"
 
 #define W_RING_ENTRIES 2048u
 #define W_TICK_MS      100u
@@ -141,24 +142,6 @@ struct mdjob {
 static struct maildir maildirs[MAX_MAILDIRS];
 static unsigned nmaildirs;
 static pthread_mutex_t maildirs_lock = PTHREAD_MUTEX_INITIALIZER; /* start-up only */
-
-static uint64_t
-mono_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static uint64_t
-real_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME_COARSE, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 static struct io_uring_sqe *
 wsqe(struct worker *w)
@@ -1072,28 +1055,6 @@ maildir_find(const char *path)
     return NULL;
 }
 
-static int
-mkdir_p(const char *path)
-{
-    char buf[CONFIG_PATH_MAX + 8];
-    size_t n = strlen(path);
-
-    if (n >= sizeof(buf))
-        return -ENAMETOOLONG;
-    memcpy(buf, path, n + 1);
-    for (size_t i = 1; i <= n; i++) {
-        if (buf[i] == '/' || buf[i] == '\0') {
-            char c = buf[i];
-
-            buf[i] = '\0';
-            if (mkdir(buf, 0700) == -1 && errno != EEXIST)
-                return -errno;
-            buf[i] = c;
-        }
-    }
-    return 0;
-}
-
 /* Create and open a Maildir's folders (start-up, blocking). */
 static int
 maildir_open(const char *path)
@@ -1112,7 +1073,7 @@ maildir_open(const char *path)
         static const char *const names[] = { "tmp", "new", "cur" };
 
         snprintf(sub, sizeof(sub), "%s/%s", path, names[i]);
-        rc = mkdir_p(sub);
+        rc = mkdir_p(sub, 0700);
         if (rc < 0)
             return rc;
     }
@@ -1564,8 +1525,8 @@ worker_main(void *arg)
     sqe = wsqe(w);
     io_uring_prep_read(sqe, w->wake_fd, &w->wake_buf, sizeof(w->wake_buf), 0);
     io_uring_sqe_set_data64(sqe, wud(0, 0, W_WAKE));
-    w->now_ms = mono_ms();
-    w->wall_ms = real_ms();
+    w->now_ms = clock_mono_ms();
+    w->wall_ms = clock_wall_ms();
     w->next_tick_ms = w->now_ms + W_TICK_MS;
 
     for (;;) {
@@ -1599,8 +1560,8 @@ worker_main(void *arg)
                     strerror(-rc));
             break;
         }
-        w->now_ms = mono_ms();
-        w->wall_ms = real_ms();
+        w->now_ms = clock_mono_ms();
+        w->wall_ms = clock_wall_ms();
         io_uring_for_each_cqe(&w->ring, head, cqe)
         {
             handle(w, cqe);

@@ -1,0 +1,34 @@
+/*
+ * util.h: clocks and file-system helpers shared by net/'s threads.
+ */
+#ifndef RINGMAIL_NET_UTIL_H
+#define RINGMAIL_NET_UTIL_H
+
+#include <stdint.h>
+#include <sys/types.h>
+#include <time.h>
+
+/* Monotonic milliseconds, coarse (a vDSO read, no syscall): timers and timeouts. */
+static inline uint64_t
+clock_mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Wall-clock milliseconds since the epoch, coarse: queue ids, dates, delays. */
+static inline uint64_t
+clock_wall_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME_COARSE, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* mkdir -p: every missing folder of path with mode. 0 or -errno. Blocking: start-up only. */
+int mkdir_p(const char *path, mode_t mode);
+
+#endif
