@@ -272,8 +272,8 @@ static void
 ctl_serve(int lfd, struct worker *workers, unsigned nw)
 {
     struct timeval tv = { 1, 0 };
-    char req[128], ans[128];
-    unsigned total = 0, res;
+    char req[128], ans[256], qid[QID_LEN + 1];
+    unsigned total = 0, res = 0;
     uint64_t id = 0;
     ssize_t n;
     int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC), rc = 0;
@@ -300,16 +300,17 @@ ctl_serve(int lfd, struct worker *workers, unsigned nw)
             rc = worker_control(&workers[i], WORKER_CTL_DELETE, id, &res);
             total += res;
         }
+        qid_format(id, qid);
         if (rc != 0)
             snprintf(ans, sizeof(ans), "error timeout\n");
         else if (total == 0)
             snprintf(ans, sizeof(ans),
-                     "error %s is not waiting in the queue (unknown, or being "
-                     "delivered right now)\n",
-                     req + 7);
+                     "error %s is not waiting in the queue (unknown, or being delivered right "
+                     "now)\n",
+                     qid);
         else
-            snprintf(ans, sizeof(ans), "ok %s deleted\n", req + 7);
-        log_msg(LOG_INFO, "event=queue_delete qid=%s deliveries=%u", req + 7, total);
+            snprintf(ans, sizeof(ans), "ok %s deleted\n", qid);
+        log_msg(LOG_INFO, "event=queue_delete qid=%s deliveries=%u", qid, total);
     } else {
         snprintf(ans, sizeof(ans), "error unknown request\n");
     }
