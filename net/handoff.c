@@ -140,7 +140,8 @@ complete(struct reactor *r, struct delivery *d)
         spool_io_done(r, q->seg, q->env.id, fin, nfin);
         q->nleft -= MIN(nfin, q->nleft);
     }
-    if (nb > 0) {
+    if (d->dsn != NULL) {
+        /* failures, and successes whose NOTIFY asked for a report */
         spool_io_inject(r, q, bounced, nb, d->dsn, d->dsn_len, d->dsn_flags);
         STAT_INC(r, bounces, 1);
     }

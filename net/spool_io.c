@@ -293,7 +293,7 @@ orig_put(struct reactor *r, struct msg_io *m, bool finished)
 
     if (oq == NULL)
         return;
-    if (finished) {
+    if (finished && m->orig_n > 0) {
         spool_io_done(r, oq->seg, oq->env.id, m->orig_rcpt, m->orig_n);
         oq->nleft -= MIN(m->orig_n, oq->nleft);
     }
@@ -597,10 +597,11 @@ spool_io_inject(struct reactor *r, struct qmsg *oq, const uint32_t *failed, uint
     m->seg = r->seg;
     m->seg->refs++;
     /* the failed recipients are finished only once their bounce is durable (msg_finish) */
-    m->orig_rcpt = malloc(nfailed * sizeof(*m->orig_rcpt));
+    m->orig_rcpt = malloc((nfailed + 1) * sizeof(*m->orig_rcpt));
     if (m->orig_rcpt == NULL)
         goto fail_msg;
-    memcpy(m->orig_rcpt, failed, nfailed * sizeof(*failed));
+    if (nfailed > 0)
+        memcpy(m->orig_rcpt, failed, nfailed * sizeof(*failed));
     m->orig_n = nfailed;
     m->orig = oq;
     atomic_fetch_add_explicit(&oq->refs, 1, memory_order_relaxed); /* we hold one already */
@@ -626,8 +627,10 @@ spool_io_inject(struct reactor *r, struct qmsg *oq, const uint32_t *failed, uint
     rc = commit_write(r, m, &env, NULL);
     if (rc < 0)
         goto fail_msg;
-    log_msg(LOG_INFO, "event=bounce qid=%s reactor=%u bounce_qid=%s to=<%.*s> size=%zu", orig->qid,
-            r->index, env.qid, (int)MIN(to.len, LOG_PEER_MAX), to.p, len);
+    /* Postfix's "sender non-delivery notification" / "sender delivery status notification" */
+    log_msg(LOG_INFO, "event=dsn kind=%s qid=%s reactor=%u dsn_qid=%s to=<%.*s> size=%zu",
+            nfailed > 0 ? "failure" : "success", orig->qid, r->index, env.qid,
+            (int)MIN(to.len, LOG_PEER_MAX), to.p, len);
     env_free(&env);
     return;
 

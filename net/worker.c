@@ -332,6 +332,19 @@ log_rcpt(struct worker *w, const struct delivery *d, uint32_t i, const char *eve
  * later, or fail them once the message is older than maximal_queue_lifetime.
  * Finished deliveries go back to their owner.
  */
+/* Recipient i was delivered: note the success report it may owe (dsn_build() keeps it
+   only when its NOTIFY asked for SUCCESS). */
+static void
+mark_success(struct delivery *d, uint32_t i, enum dsn_action action)
+{
+    if (!dsn_wanted(&d->msg->env, d->rcpt[i], action))
+        return; /* the common case: no NOTIFY=SUCCESS */
+    if (d->success == NULL)
+        d->success = calloc(d->nrcpt, sizeof(*d->success));
+    if (d->success != NULL)
+        d->success[i] = (uint8_t)(action + 1);
+}
+
 /* The enhanced status code in a reply text ("550 5.1.1 ..."), or dflt. */
 static struct slice
 enh_of(const char *text, const char *dflt)
@@ -358,22 +371,35 @@ static void
 dsn_attach(struct worker *w, struct delivery *d, const struct body *b)
 {
     const struct qmsg *m = d->msg;
-    struct dsn_rcpt_status *rs = calloc(d->nrcpt, sizeof(*rs));
-    char(*diag)[DLV_DIAG_MAX + 16] = calloc(d->nrcpt, sizeof(*diag));
+    struct dsn_rcpt_status *rs;
+    char(*diag)[DLV_DIAG_MAX + 16];
     struct dsn_buf out = { 0 };
     struct dsn_report rep = { 0 };
     size_t n = 0;
     int rc;
 
+    for (uint32_t i = 0; i < d->nrcpt && n == 0; i++)
+        n = d->state[i] == DLV_FAILED || (d->success != NULL && d->success[i] != 0);
+    if (n == 0)
+        return; /* nothing to report: the common case */
+    n = 0;
+    rs = calloc(d->nrcpt, sizeof(*rs));
+    diag = calloc(d->nrcpt, sizeof(*diag));
     if (rs == NULL || diag == NULL)
         goto out;
     for (uint32_t i = 0; i < d->nrcpt; i++) {
-        if (d->state[i] != DLV_FAILED)
+        if (d->state[i] == DLV_FAILED) {
+            rs[n].action = DSN_ACTION_FAILED;
+            rs[n].status = enh_of(d->diag[i], "5.0.0");
+            snprintf(diag[n], sizeof(diag[n]), "smtp; %s", d->diag[i] ? d->diag[i] : "failed");
+        } else if (d->state[i] == DLV_DELIVERED && d->success != NULL && d->success[i] != 0) {
+            rs[n].action = (enum dsn_action)(d->success[i] - 1);
+            rs[n].status = (struct slice){ "2.0.0", 5 };
+            snprintf(diag[n], sizeof(diag[n]), "smtp; %s", d->diag[i] ? d->diag[i] : "delivered");
+        } else {
             continue;
+        }
         rs[n].rcpt = d->rcpt[i];
-        rs[n].action = DSN_ACTION_FAILED;
-        rs[n].status = enh_of(d->diag[i], "5.0.0");
-        snprintf(diag[n], sizeof(diag[n]), "smtp; %s", d->diag[i] ? d->diag[i] : "failed");
         rs[n].diag = (struct slice){ diag[n], strlen(diag[n]) };
         rs[n].last_attempt = w->wall_ms / 1000;
         n++;
@@ -620,6 +646,12 @@ os_rcpt_done(void *ctx, uint32_t k, enum smtp_rcpt_status st, const struct smtp_
     switch (st) {
     case SMTP_RCPT_DELIVERED:
         d->state[i] = DLV_DELIVERED;
+        /* RFC 3461 4.2: LMTP is final delivery; an SMTP next hop without DSN takes no
+           responsibility for reporting, so ringmail reports "relayed" */
+        if (s->cl.lmtp)
+            mark_success(d, i, DSN_ACTION_DELIVERED);
+        else if (!(s->cl.ext & SMTP_EXT_DSN))
+            mark_success(d, i, DSN_ACTION_RELAYED);
         log_rcpt(w, d, i, "sent", relay, dsn, text);
         WSTAT_INC(w, delivered);
         break;
@@ -1100,6 +1132,7 @@ md_finish(struct mdjob *j, int err)
             continue;
         if (err == 0) {
             d->state[i] = DLV_DELIVERED;
+            mark_success(d, i, DSN_ACTION_DELIVERED);
             snprintf(text, sizeof(text), "delivered to maildir");
             log_rcpt(w, d, i, "sent", relay, "2.0.0", text);
             WSTAT_INC(w, delivered);

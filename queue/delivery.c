@@ -88,6 +88,7 @@ delivery_free(struct delivery *d)
         free(d->diag[i]);
     free(d->diag);
     free(d->dsn);
+    free(d->success);
     free(d->rcpt);
     free(d->state);
     /* acq_rel: the thread that sees the count reach zero frees the message and must

@@ -51,10 +51,12 @@ struct delivery {
     const void *route; /* the route (core/route.h), immutable for the process's life */
     uint64_t route_hash;
     uint32_t nrcpt;
-    uint32_t *rcpt; /* indices into msg->env.rcpt */
-    uint8_t *state; /* enum dlv_state per recipient of this delivery */
-    char **diag;    /* the last reply for a deferred or failed recipient, or NULL */
-    char *dsn;      /* a bounce for the failed recipients, made by the worker (malloc'd) */
+    uint32_t *rcpt;   /* indices into msg->env.rcpt */
+    uint8_t *state;   /* enum dlv_state per recipient of this delivery */
+    char **diag;      /* the last reply for a deferred or failed recipient, or NULL */
+    uint8_t *success; /* per recipient: 0, or 1 + the DSN action (core/dsn.h) of a delivery
+                         that may owe a success report (NOTIFY=SUCCESS); NULL when none */
+    char *dsn;        /* the report (failures, successes), made by the worker (malloc'd) */
     size_t dsn_len;
     unsigned dsn_flags; /* DSN_OUT_F_* (core/dsn.h) */
     unsigned attempts;

@@ -677,8 +677,52 @@ def t_kill9(r):
     sink.stop()
 
 
+def t_success_dsn(r):
+    """NOTIFY=SUCCESS: final delivery (here a Maildir) earns the sender a
+    "delivered" report; without NOTIFY, nothing comes back."""
+    cwd = rmtest.tempdir(prefix="rmtest-cwd-")
+    md = os.path.join(cwd, "md")
+    srv = server("success-dsn", cwd=cwd, routes="example.org=maildir:%s" % md).start()
+    try:
+        s = smtplib.SMTP(rmtest.LOOPBACK, srv.port, local_hostname="client.example", timeout=30)
+        s.ehlo()
+        r.check("dsn: DSN advertised", s.has_extn("dsn"))
+        s.sendmail("alice@example.org", ["dave@example.org"],
+                   b"Subject: wants a report\r\n\r\nhi\r\n", rcpt_options=["NOTIFY=SUCCESS"])
+        s.sendmail("alice@example.org", ["erin@example.org"], b"Subject: plain\r\n\r\nhi\r\n")
+        s.quit()
+        new = os.path.join(md, "new")
+        files = lambda: os.listdir(new) if os.path.isdir(new) else []  # noqa: E731
+        rmtest.wait_until(lambda: len(files()) >= 3, 15, 0.1)
+        time.sleep(0.5)
+        reports = []
+        for f in files():
+            with open(os.path.join(new, f), "rb") as fh:
+                data = fh.read()
+            if b"Subject: Successful Mail Delivery Report" in data:
+                reports.append(data)
+        r.eq("dsn: the two messages and exactly one report", len(files()), 3)
+        r.eq("dsn: one success report", len(reports), 1)
+        if reports:
+            rep = reports[0]
+            r.check("dsn: report from <> to the sender",
+                    rep.startswith(b"Return-Path: <>") and b"To: <alice@example.org>" in rep,
+                    rep[:300])
+            r.check("dsn: report names dave, action delivered, status 2.0.0",
+                    b"Final-Recipient: rfc822; dave@example.org" in rep and
+                    b"Action: delivered" in rep and b"Status: 2.0.0" in rep, rep[:1500])
+            r.check("dsn: nothing about erin (no NOTIFY)", b"erin@" not in rep)
+        r.eq("dsn: one dsn event of kind success",
+             [e.get("kind") for e in srv.events("dsn")], ["success"])
+        r.eq("stop: exit 0", srv.stop(), 0)
+        r.check("dsn: queue empty after stop", "Mail queue is empty" in srv.queue_list().text)
+    finally:
+        srv.stop()
+
+
 def main():
-    tests = [t_maildir, t_smtp_relay, t_lmtp, t_down_then_up, t_failover, t_hard_fail, t_kill9]
+    tests = [t_maildir, t_smtp_relay, t_lmtp, t_down_then_up, t_failover, t_hard_fail,
+             t_success_dsn, t_kill9]
     only = os.environ.get("RMTEST_ONLY")
     if only:
         tests = [t for t in tests if t.__name__ in only.split(",")]
