@@ -101,7 +101,7 @@ def main():
     log = open(os.path.join(work, "server.log"), "ab")
     proc = subprocess.Popen([a.bin, "-o", "listen=127.0.0.1:%d" % port,
                              "-o", "spool_dir=%s/spool" % work, "-o", "durability=none",
-                             "-o", "max_connections=20000", "-o", "relayhost=[127.0.0.1]:1", "-o", "reactors=%d" % a.reactors,
+                             "-o", "max_connections=20000", "-o", "delivery=hold", "-o", "reactors=%d" % a.reactors,
                              "-o", "smtpd_timeout=30m", "-o", "myhostname=bench.example"],
                             stdin=subprocess.DEVNULL, stdout=log, stderr=log)
     conns = []

@@ -76,9 +76,11 @@ struct cfg_key {
 
 /* Enums are read and written as unsigned (their compatible type in GCC). */
 _Static_assert(sizeof(enum config_durability) == sizeof(unsigned), "enum width");
+_Static_assert(sizeof(enum config_delivery) == sizeof(unsigned), "enum width");
 _Static_assert(sizeof(enum config_bare_newline) == sizeof(unsigned), "enum width");
 
 static const char *const durability_names[] = { "fsync", "none", NULL };
+static const char *const delivery_names[] = { "on", "hold", NULL };
 static const char *const bare_newline_names[] = { "normalize", "reject", NULL };
 
 /* The order here is the order of config_dump(). */
@@ -96,6 +98,11 @@ static const struct cfg_key cfg_keys[] = {
       FIELD(durability),
       .def = DURABILITY_FSYNC,
       .names = durability_names },
+    { .name = "delivery",
+      .type = CT_ENUM,
+      FIELD(delivery),
+      .def = DELIVERY_ON,
+      .names = delivery_names },
     { .name = "reactors", .type = CT_UINT, FIELD(reactors), .def = 0, .min = 0, .max = 256 },
     { .name = "workers", .type = CT_UINT, FIELD(workers), .def = 0, .min = 0, .max = 256 },
     { .name = "message_size_limit",

@@ -38,6 +38,11 @@ enum config_durability {
     DURABILITY_NONE,
 };
 
+enum config_delivery {
+    DELIVERY_ON = 0, /* hand every durable message to the workers */
+    DELIVERY_HOLD,   /* accept and keep everything in the queue; deliver nothing */
+};
+
 enum config_bare_newline {
     BARE_NEWLINE_NORMALIZE = 0,
     BARE_NEWLINE_REJECT,
@@ -113,6 +118,7 @@ struct ringmail_config {
     char myhostname[CONFIG_NAME_MAX]; /* default: gethostname(), else "localhost" */
     char spool_dir[CONFIG_PATH_MAX];  /* default: ./var/spool */
     enum config_durability durability;
+    enum config_delivery delivery;
     unsigned reactors; /* 0 = one per online CPU */
     unsigned workers;  /* outbound delivery threads; 0 = one per online CPU */
 

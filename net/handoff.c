@@ -45,8 +45,9 @@ handoff_message(struct reactor *r, struct qmsg *q, const uint8_t *rcpt_done)
     uint32_t *idx, n = 0;
     int rc = 0;
 
-    if (r->to_workers == NULL) {
-        /* no workers (an inbound-only test harness): the message stays pending in the spool */
+    if (r->to_workers == NULL || r->cfg->delivery == DELIVERY_HOLD) {
+        /* delivery: hold, or no workers (an inbound-only test harness): the message stays
+           pending in the spool */
         q->nleft = e->nrcpt;
         if (atomic_fetch_sub_explicit(&q->refs, 1, memory_order_acq_rel) == 1)
             handoff_release(r, q);

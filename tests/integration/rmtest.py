@@ -98,9 +98,8 @@ class Server:
     def __init__(self, opts=None, spool=None, port=None, config=None, name="ringmail",
                  extra_args=None, log_append=True, cwd=None, hold=True):
         self.bin = binary()
-        # hold: deliver nowhere, so what was accepted stays in the queue for the
-        # inbound tests to inspect: the next hop is a loopback port where nothing
-        # listens, and the first retry is an hour away
+        # hold: deliver nothing (delivery: hold), so what was accepted stays in
+        # the queue for the inbound tests to inspect
         self.hold = hold
         self.cwd = cwd  # working directory of the process (None: the caller's)
         self.port = port or free_port()
@@ -126,9 +125,8 @@ class Server:
             a += ["-c", self.config]
         o = {"listen": "%s:%d" % (LOOPBACK, self.port), "spool_dir": self.spool,
              "myhostname": "rmtest.example"}
-        if self.hold and not any(k in self.opts for k in ("relayhost", "routes")):
-            o.update({"relayhost": "[127.0.0.1]:1", "minimal_backoff_time": "1h",
-                      "maximal_backoff_time": "1h"})
+        if self.hold and "delivery" not in self.opts:
+            o["delivery"] = "hold"
         o.update(self.opts)
         for k, v in o.items():
             a += ["-o", "%s=%s" % (k, v)]
