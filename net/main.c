@@ -536,6 +536,21 @@ run(const struct ringmail_config *cfg)
         }
         log_msg(LOG_INFO, "event=stopped connections=%" PRIu64 " messages=%" PRIu64, conns, acc);
     }
+    /* deliveries pushed after the workers stopped stay pending in the spool: free the memory */
+    for (unsigned j = 0; j < nw; j++) {
+        void *items[64];
+        size_t got;
+
+        while ((got = q_mesh_pop_batch(&to_workers, j, items, ARRAY_SIZE(items))) > 0) {
+            for (size_t k = 0; k < got; k++) {
+                struct delivery *d = items[k];
+                struct qmsg *q = d->msg;
+
+                if (delivery_free(d))
+                    qmsg_free(q);
+            }
+        }
+    }
     free(reactors);
     free(workers);
     q_mesh_fini(&to_workers);

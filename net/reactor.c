@@ -438,6 +438,14 @@ reactor_fini(struct reactor *r)
             conn_put(r, c);
         }
     }
+    while (r->handoff != NULL) { /* never pushed: pending in the spool for the next start */
+        struct delivery *d = r->handoff;
+        struct qmsg *q = d->msg;
+
+        r->handoff = d->next;
+        if (delivery_free(d))
+            qmsg_free(q);
+    }
     buf_pool_fini(&r->tx_pool);
     buf_pool_fini(&r->carry_pool);
     buf_pool_fini(&r->chunk_pool);
