@@ -351,7 +351,7 @@ handle_cqe(struct reactor *r, struct io_uring_cqe *cqe)
         spool_io_on_write(r, index, gen, cqe->res);
         return;
     case OP_SYNC:
-        spool_io_on_sync(r, cqe->res);
+        spool_io_on_sync(r, index, cqe->res);
         return;
     case OP_SEGOPEN:
         spool_io_on_segopen(r, cqe->res);

@@ -29,6 +29,7 @@
 #define RX_BUF_COUNT  1024u  /* provided buffers per reactor (power of two) */
 #define TX_BUF_SIZE   4096u  /* a connection's reply buffer, lent while it holds replies */
 #define BODY_CHUNK    65536u /* body chunk: one DATA record, header included */
+#define SYNC_BATCHES  4      /* group commits in flight at once per reactor */
 #define BODY_INFLIGHT 2      /* chunk writes in flight per message before reading pauses */
 #define CARRY_EXTRA   32768u /* pooled carry room beyond command_line_limit */
 #define CARRY_MAX     (RX_BUF_COUNT * RX_BUF_SIZE) /* growth bound: what one CQ batch can hold */
@@ -196,9 +197,14 @@ struct reactor {
     struct spool_write *writes;
     uint32_t nwrites, writes_used;
     struct msg_io *ready, **ready_tail; /* written, waiting for fdatasync */
-    struct msg_io *syncing;             /* covered by the fdatasync in flight */
-    unsigned syncs_inflight;
-    int sync_err;
+    /* fdatasyncs in flight, each with the messages it makes durable; batches overlap so
+       that a message ready while one runs need not wait for it to finish */
+    struct sync_batch {
+        struct msg_io *msgs;
+        unsigned ops; /* fsyncs of this batch still in flight */
+        int err;
+    } sync[SYNC_BATCHES];
+    int sync_last;           /* the batch submitted last, or -1 */
     unsigned spool_inflight; /* writes + syncs + opens */
 
     struct logbuf log; /* this thread's log lines, written through the ring */
@@ -216,7 +222,7 @@ struct reactor {
     struct reactor_stats stats;
 };
 
-#define HANDOFF_MAX 4096u /* deliveries waiting for a worker's ring before new mail gets 451 */
+#define HANDOFF_MAX  4096u /* deliveries waiting for a worker's ring before new mail gets 451 */
 
 /* Counters have one writer, their reactor: a relaxed load and store, no locked add. */
 #define STAT_INC(r, f, n)                                                                          \
@@ -260,7 +266,7 @@ void conn_greet_check(struct reactor *r);
 int spool_io_init(struct reactor *r, uint64_t last_id);
 void spool_io_fini(struct reactor *r);
 void spool_io_on_write(struct reactor *r, uint32_t index, uint32_t gen, int res);
-void spool_io_on_sync(struct reactor *r, int res);
+void spool_io_on_sync(struct reactor *r, uint32_t batch, int res);
 void spool_io_on_segopen(struct reactor *r, int res);
 void spool_io_end_of_turn(struct reactor *r);
 bool spool_io_idle(const struct reactor *r);

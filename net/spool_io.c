@@ -717,45 +717,78 @@ spool_io_on_write(struct reactor *r, uint32_t index, uint32_t gen, int res)
 }
 
 void
-spool_io_on_sync(struct reactor *r, int res)
+spool_io_on_sync(struct reactor *r, uint32_t batch, int res)
 {
+    struct sync_batch *b = &r->sync[batch];
     struct msg_io *m, *next;
 
     r->spool_inflight--;
-    if (res < 0 && r->sync_err == 0) {
-        r->sync_err = res;
+    if (res < 0 && b->err == 0) {
+        b->err = res;
         log_msg(LOG_ERR, "event=spool_error reactor=%u what=fdatasync error=\"%s\"", r->index,
                 strerror(-res));
     }
-    if (--r->syncs_inflight > 0)
+    BUG_ON(b->ops == 0);
+    if (--b->ops > 0)
         return;
     STAT_INC(r, fsyncs, 1);
-    for (m = r->syncing; m != NULL; m = next) {
+    m = b->msgs;
+    b->msgs = NULL;
+    res = b->err;
+    b->err = 0;
+    for (; m != NULL; m = next) {
         next = m->next;
-        msg_finish(r, m, r->sync_err);
+        msg_finish(r, m, res);
     }
-    r->syncing = NULL;
-    r->sync_err = 0;
 }
 
+static void
+finish_list(struct reactor *r, struct msg_io *m, bool use_own_err)
+{
+    struct msg_io *next;
+
+    for (; m != NULL; m = next) {
+        next = m->next;
+        msg_finish(r, m, use_own_err ? m->err : 0);
+    }
+}
+
+/* Put a list at the end of batch b's messages. */
+static void
+batch_add(struct sync_batch *b, struct msg_io *list)
+{
+    struct msg_io **pp = &b->msgs;
+
+    while (*pp != NULL)
+        pp = &(*pp)->next;
+    *pp = list;
+}
+
+/*
+ * Group commit, once per loop turn: every message whose writes completed is
+ * covered by one fdatasync per segment written since the last one (and an
+ * fsync of the folder after a segment was created). A sync covers the writes
+ * that completed before it started, so batches may overlap: a message need not
+ * wait for a sync that started before its own writes were done.
+ */
 void
 spool_io_end_of_turn(struct reactor *r)
 {
     struct io_uring_sqe *sqe;
-    struct msg_io *m, *next;
+    struct msg_io *m, *list;
+    int b = -1;
+    unsigned ops = 0;
 
-    if (r->ready == NULL || r->syncs_inflight > 0)
+    if (r->ready == NULL)
         return;
     if (r->cfg->durability == DURABILITY_NONE) {
-        for (m = r->ready; m != NULL; m = next) {
-            next = m->next;
-            msg_finish(r, m, m->err);
-        }
+        list = r->ready;
         r->ready = NULL;
         r->ready_tail = &r->ready;
+        finish_list(r, list, true);
         return;
     }
-    /* failed messages get their 452 now; the rest wait for the sync */
+    /* failed messages get their 452 now; the rest wait for a sync */
     for (struct msg_io **pp = &r->ready; (m = *pp) != NULL;) {
         if (m->err) {
             *pp = m->next;
@@ -764,37 +797,55 @@ spool_io_end_of_turn(struct reactor *r)
             pp = &m->next;
         }
     }
-    if (r->ready == NULL) {
+    r->ready_tail = &r->ready;
+    for (m = r->ready; m != NULL; m = m->next)
+        r->ready_tail = &m->next;
+    if (r->ready == NULL)
+        return;
+    bool dirty = r->dir_dirty;
+
+    for (struct segment *s = r->segs; s != NULL && !dirty; s = s->next)
+        dirty = s->dirty;
+    if (!dirty) {
+        /* no write completed since the last sync was submitted: that sync, if still in
+           flight, covers these messages; if it is done, they are durable already */
+        list = r->ready;
+        r->ready = NULL;
         r->ready_tail = &r->ready;
+        if (r->sync_last >= 0 && r->sync[r->sync_last].ops > 0)
+            batch_add(&r->sync[r->sync_last], list);
+        else
+            finish_list(r, list, false);
         return;
     }
+    for (int i = 0; i < SYNC_BATCHES; i++) {
+        if (r->sync[i].ops == 0 && r->sync[i].msgs == NULL) {
+            b = i;
+            break;
+        }
+    }
+    if (b < 0)
+        return; /* every batch is in flight: these wait for the next turn */
     for (struct segment *s = r->segs; s != NULL; s = s->next) {
         if (!s->dirty)
             continue;
         s->dirty = false;
         sqe = reactor_sqe(r);
         io_uring_prep_fsync(sqe, s->fd, IORING_FSYNC_DATASYNC);
-        io_uring_sqe_set_data64(sqe, ud_make(0, 0, OP_SYNC));
-        r->syncs_inflight++;
-        r->spool_inflight++;
+        io_uring_sqe_set_data64(sqe, ud_make(0, (uint32_t)b, OP_SYNC));
+        ops++;
     }
     if (r->dir_dirty) {
         r->dir_dirty = false;
         sqe = reactor_sqe(r);
         io_uring_prep_fsync(sqe, r->spool_dir_fd, 0);
-        io_uring_sqe_set_data64(sqe, ud_make(0, 0, OP_SYNC));
-        r->syncs_inflight++;
-        r->spool_inflight++;
+        io_uring_sqe_set_data64(sqe, ud_make(0, (uint32_t)b, OP_SYNC));
+        ops++;
     }
-    if (r->syncs_inflight == 0) {
-        /* nothing dirty: every ready message's writes were covered by an earlier sync */
-        for (m = r->ready; m != NULL; m = next) {
-            next = m->next;
-            msg_finish(r, m, 0);
-        }
-    } else {
-        r->syncing = r->ready;
-    }
+    r->spool_inflight += ops;
+    r->sync[b].ops = ops;
+    r->sync[b].msgs = r->ready;
+    r->sync_last = b;
     r->ready = NULL;
     r->ready_tail = &r->ready;
 }
@@ -802,7 +853,11 @@ spool_io_end_of_turn(struct reactor *r)
 bool
 spool_io_idle(const struct reactor *r)
 {
-    return r->spool_inflight == 0 && r->ready == NULL && r->syncing == NULL;
+    for (int i = 0; i < SYNC_BATCHES; i++) {
+        if (r->sync[i].msgs != NULL)
+            return false;
+    }
+    return r->spool_inflight == 0 && r->ready == NULL;
 }
 
 int
@@ -813,6 +868,7 @@ spool_io_init(struct reactor *r, uint64_t last_id)
     r->last_id = last_id;
     r->ready = NULL;
     r->ready_tail = &r->ready;
+    r->sync_last = -1;
     r->nwrites = SPOOL_WRITE_SLOTS;
     r->writes = calloc(r->nwrites, sizeof(*r->writes));
     if (r->writes == NULL)
