@@ -222,7 +222,7 @@ struct reactor {
     struct reactor_stats stats;
 };
 
-#define HANDOFF_MAX  4096u /* deliveries waiting for a worker's ring before new mail gets 451 */
+#define HANDOFF_MAX 4096u /* deliveries waiting for a worker's ring before new mail gets 451 */
 
 /* Counters have one writer, their reactor: a relaxed load and store, no locked add. */
 #define STAT_INC(r, f, n)                                                                          \
