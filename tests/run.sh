@@ -6,7 +6,8 @@
 #   3. tsan build: the multi-threaded stress tests under ThreadSanitizer
 #      (plain programs: Criterion cannot start under ThreadSanitizer);
 #   4. release build (-O2, LTO, jemalloc): unit and integration tests again;
-#   5. clang-format check of every C file.
+#   5. the module layering rule (core/ pure, queue/ without io_uring) and
+#      clang-format on every C file.
 set -eu
 cd "$(dirname "$0")/.."
 sh deploy/debian-packages.sh test
@@ -24,6 +25,17 @@ echo "== tsan: stress tests of the threaded code (ThreadSanitizer) =="
 ctest --preset tsan -R '^stress_'
 echo "== release: unit + integration =="
 ctest --preset release
+
+echo "== module layering =="
+# core/ is pure (no sockets, io_uring, TLS or threads); queue/ never sees io_uring or net/
+if grep -lE '#include [<"](net/|queue/|liburing|openssl/|pthread|sys/socket)' core/*.c core/*.h; then
+    echo "core/ must not include net/, queue/, liburing, TLS, threads or sockets" >&2
+    exit 1
+fi
+if grep -lE '#include [<"](net/|liburing)' queue/*.c queue/*.h; then
+    echo "queue/ must not include net/ or liburing" >&2
+    exit 1
+fi
 
 echo "== clang-format =="
 # shellcheck disable=SC2046
