@@ -233,7 +233,6 @@ struct reactor {
 /* Process-wide state the reactors share (any thread; relaxed atomics). */
 struct reactor_shared {
     _Atomic unsigned connections; /* open client connections, all reactors */
-    _Atomic uint64_t sid_seed;
 };
 
 extern struct reactor_shared reactor_shared;
