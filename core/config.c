@@ -36,16 +36,18 @@ enum cfg_type {
     CT_SIZE,       /* uint64_t octets, optional k/M/G suffix (1024 multiples) */
     CT_DURATION,   /* uint64_t milliseconds, unit required: ms, s, m, h, d */
     CT_ENUM,       /* an enum stored as int; names[] indexed by value */
-    CT_LISTEN,     /* the listen[] / nlisten pair */
+    CT_LISTEN,     /* the listen[] / nlisten entries of one kind (def = enum config_listen_kind) */
     CT_NEXTHOPS,   /* a struct config_route_hops (relayhost) */
     CT_ROUTES,     /* the routes[] / nroutes pair */
     CT_DOMAINS,    /* the relay_domains[] / nrelay_domains pair */
-    CT_NETWORKS,   /* the mynetworks[] / nmynetworks pair */
+    CT_NETWORKS,   /* a struct config_networks (mynetworks, proxy_trusted_networks, ...) */
+    CT_BOOL,       /* bool: true/false, yes/no, on/off */
 };
 
 enum cfg_flag {
     CF_ZERO_OK = 1u << 0,  /* 0 means "no limit" and skips min */
     CF_HOSTNAME = 1u << 1, /* default: gethostname(), else "localhost" */
+    CF_EMPTY_OK = 1u << 2, /* CT_STRING: "" is a value (unset) */
 };
 
 struct cfg_key {
@@ -78,15 +80,30 @@ struct cfg_key {
 _Static_assert(sizeof(enum config_durability) == sizeof(unsigned), "enum width");
 _Static_assert(sizeof(enum config_delivery) == sizeof(unsigned), "enum width");
 _Static_assert(sizeof(enum config_bare_newline) == sizeof(unsigned), "enum width");
+_Static_assert(sizeof(enum config_smtpd_tls) == sizeof(unsigned), "enum width");
+_Static_assert(sizeof(enum config_smtp_tls) == sizeof(unsigned), "enum width");
 
 static const char *const durability_names[] = { "fsync", "none", NULL };
 static const char *const delivery_names[] = { "on", "hold", NULL };
 static const char *const bare_newline_names[] = { "normalize", "reject", NULL };
+static const char *const smtpd_tls_names[] = { "may", "encrypt", NULL };
+static const char *const smtp_tls_names[] = { "none", "may", "encrypt", "verify", NULL };
 
 /* The order here is the order of config_dump(). */
 static const struct cfg_key cfg_keys[] = {
-    { .name = "listen", .type = CT_LISTEN, FIELD(listen), .sdef = "127.0.0.1:2525" },
+    { .name = "listen",
+      .type = CT_LISTEN,
+      FIELD(listen),
+      .def = LISTEN_SMTP,
+      .sdef = "127.0.0.1:2525" },
+    { .name = "submission_listen",
+      .type = CT_LISTEN,
+      FIELD(listen),
+      .def = LISTEN_SUBMISSION,
+      .sdef = "" },
+    { .name = "smtps_listen", .type = CT_LISTEN, FIELD(listen), .def = LISTEN_SMTPS, .sdef = "" },
     { .name = "myhostname", .type = CT_HOSTNAME, FIELD(myhostname), .flags = CF_HOSTNAME },
+    { .name = "user", .type = CT_STRING, FIELD(user), .sdef = "nobody" },
     { .name = "mynetworks",
       .type = CT_NETWORKS,
       FIELD(mynetworks),
@@ -166,6 +183,120 @@ static const struct cfg_key cfg_keys[] = {
       .def = 0,
       .min = 0,
       .max = 60 * SEC },
+    /* PROXY protocol */
+    { .name = "proxy_protocol", .type = CT_BOOL, FIELD(proxy_protocol), .def = false },
+    { .name = "proxy_trusted_networks",
+      .type = CT_NETWORKS,
+      FIELD(proxy_trusted_networks),
+      .sdef = "" },
+    { .name = "smtpd_upstream_proxy_timeout",
+      .type = CT_DURATION,
+      FIELD(smtpd_upstream_proxy_timeout),
+      .def = 5 * SEC,
+      .min = 100,
+      .max = 5 * MINUTE },
+    /* TLS */
+    { .name = "tls_cert_file",
+      .type = CT_STRING,
+      FIELD(tls_cert_file),
+      .sdef = "",
+      .flags = CF_EMPTY_OK },
+    { .name = "tls_key_file",
+      .type = CT_STRING,
+      FIELD(tls_key_file),
+      .sdef = "",
+      .flags = CF_EMPTY_OK },
+    { .name = "smtpd_tls_security_level",
+      .type = CT_ENUM,
+      FIELD(smtpd_tls_security_level),
+      .def = SMTPD_TLS_MAY,
+      .names = smtpd_tls_names },
+    { .name = "smtp_tls_security_level",
+      .type = CT_ENUM,
+      FIELD(smtp_tls_security_level),
+      .def = SMTP_TLS_MAY,
+      .names = smtp_tls_names },
+    { .name = "smtp_tls_CAfile",
+      .type = CT_STRING,
+      FIELD(smtp_tls_CAfile),
+      .sdef = "",
+      .flags = CF_EMPTY_OK },
+    /* AUTH */
+    { .name = "smtpd_sasl_password_file",
+      .type = CT_STRING,
+      FIELD(smtpd_sasl_password_file),
+      .sdef = "",
+      .flags = CF_EMPTY_OK },
+    { .name = "smtpd_tls_auth_only", .type = CT_BOOL, FIELD(smtpd_tls_auth_only), .def = true },
+    { .name = "smtpd_auth_failure_limit",
+      .type = CT_UINT,
+      FIELD(smtpd_auth_failure_limit),
+      .def = 3,
+      .min = 1,
+      .max = 100 },
+    { .name = "smtpd_auth_failure_delay",
+      .type = CT_DURATION,
+      FIELD(smtpd_auth_failure_delay),
+      .def = SEC,
+      .min = 0,
+      .max = MINUTE },
+    /* per-client limits */
+    { .name = "smtpd_client_connection_count_limit",
+      .type = CT_UINT,
+      FIELD(smtpd_client_connection_count_limit),
+      .def = 50,
+      .min = 1,
+      .max = 1000000,
+      .flags = CF_ZERO_OK },
+    { .name = "smtpd_client_connection_rate_limit",
+      .type = CT_UINT,
+      FIELD(smtpd_client_connection_rate_limit),
+      .def = 0,
+      .min = 1,
+      .max = 100000000,
+      .flags = CF_ZERO_OK },
+    { .name = "smtpd_client_message_rate_limit",
+      .type = CT_UINT,
+      FIELD(smtpd_client_message_rate_limit),
+      .def = 0,
+      .min = 1,
+      .max = 100000000,
+      .flags = CF_ZERO_OK },
+    { .name = "smtpd_client_recipient_rate_limit",
+      .type = CT_UINT,
+      FIELD(smtpd_client_recipient_rate_limit),
+      .def = 0,
+      .min = 1,
+      .max = 100000000,
+      .flags = CF_ZERO_OK },
+    { .name = "smtpd_client_auth_failure_rate_limit",
+      .type = CT_UINT,
+      FIELD(smtpd_client_auth_failure_rate_limit),
+      .def = 10,
+      .min = 1,
+      .max = 100000000,
+      .flags = CF_ZERO_OK },
+    { .name = "smtpd_client_ipv6_prefix_length",
+      .type = CT_UINT,
+      FIELD(smtpd_client_ipv6_prefix_length),
+      .def = 64,
+      .min = 1,
+      .max = 128 },
+    { .name = "smtpd_client_limit_exempt_mynetworks",
+      .type = CT_BOOL,
+      FIELD(smtpd_client_limit_exempt_mynetworks),
+      .def = true },
+    { .name = "smtpd_client_event_limit_exceptions",
+      .type = CT_NETWORKS,
+      FIELD(smtpd_client_event_limit_exceptions),
+      .sdef = "" },
+    { .name = "smtpd_min_data_rate",
+      .type = CT_SIZE,
+      FIELD(smtpd_min_data_rate),
+      .def = 500,
+      .min = 1,
+      .max = GiB,
+      .flags = CF_ZERO_OK },
     { .name = "spool_segment_size",
       .type = CT_SIZE,
       FIELD(spool_segment_size),
@@ -594,6 +725,8 @@ type_expect(const struct cfg_key *k)
         return "a list of domains (example.com, or .example.com for its subdomains)";
     case CT_NETWORKS:
         return "a list of networks (address/prefix, e.g. 10.0.0.0/8 or ::1/128)";
+    case CT_BOOL:
+        return "true or false";
     }
     return "a value";
 }
@@ -749,6 +882,8 @@ parse_string(const struct cfg_key *k, const char *s, size_t len, char *why, size
     char txt[SHOW_MAX + 8];
 
     if (len == 0) {
+        if (k->flags & CF_EMPTY_OK)
+            return 0;
         snprintf(why, n, "empty value; expected %s", type_expect(k));
         return -1;
     }
@@ -767,6 +902,29 @@ parse_string(const struct cfg_key *k, const char *s, size_t len, char *why, size
         return -1;
     }
     return 0;
+}
+
+static int
+parse_bool(const char *s, size_t len, bool *out, char *why, size_t n)
+{
+    static const char *const yes[] = { "true", "yes", "on" }, *const no[] = { "false", "no",
+                                                                              "off" };
+    char txt[SHOW_MAX + 8];
+
+    for (size_t i = 0; i < ARRAY_SIZE(yes); i++) {
+        if (slice_eq_nocase(slice_make(s, len), yes[i])) {
+            *out = true;
+            return 0;
+        }
+        if (slice_eq_nocase(slice_make(s, len), no[i])) {
+            *out = false;
+            return 0;
+        }
+    }
+    show(txt, sizeof(txt), s, len);
+    snprintf(why, n, "\"%s\" is not a valid value; expected true or false (or yes/no, on/off)",
+             txt);
+    return -1;
 }
 
 struct listen_list {
@@ -788,7 +946,7 @@ all_digits_dots(const char *s, size_t len)
 static int
 listen_add(struct listen_list *l, const char *s, size_t len, char *why, size_t n)
 {
-    struct config_hostport hp = { .port = 0 };
+    struct config_hostport hp = { .port = 0, .proxy = -1 };
     char txt[SHOW_MAX + 8], host[CONFIG_HOST_MAX];
     const char *h, *p;
     size_t hlen, plen, used;
@@ -908,12 +1066,33 @@ listen_parse_text(struct listen_list *l, const char *s, size_t len, char *why, s
     return 0;
 }
 
-static void
-listen_commit(struct ringmail_config *cfg, const struct listen_list *l)
+/* Replace cfg's listeners of k's kind with l's; 0, or -1 when the total is over the limit. */
+static int
+listen_commit(struct ringmail_config *cfg, const struct cfg_key *k, const struct listen_list *l,
+              char *why, size_t n)
 {
+    struct config_hostport keep[CONFIG_MAX_LISTEN];
+    unsigned nkeep = 0;
+
+    for (unsigned i = 0; i < cfg->nlisten; i++) {
+        if (cfg->listen[i].kind != k->def)
+            keep[nkeep++] = cfg->listen[i];
+    }
+    if (nkeep + l->n > CONFIG_MAX_LISTEN) {
+        snprintf(why, n,
+                 "too many addresses: %u here and %u in the other listen keys; expected at "
+                 "most %d in all",
+                 l->n, nkeep, CONFIG_MAX_LISTEN);
+        return -1;
+    }
     memset(cfg->listen, 0, sizeof(cfg->listen));
-    memcpy(cfg->listen, l->a, l->n * sizeof(l->a[0]));
-    cfg->nlisten = l->n;
+    memcpy(cfg->listen, keep, nkeep * sizeof(keep[0]));
+    for (unsigned i = 0; i < l->n; i++) {
+        cfg->listen[nkeep + i] = l->a[i];
+        cfg->listen[nkeep + i].kind = (uint8_t)k->def;
+    }
+    cfg->nlisten = nkeep + l->n;
+    return 0;
 }
 
 /* ---- lists of items: relayhost, routes, relay_domains, mynetworks ---- */
@@ -1362,18 +1541,18 @@ network_parse(const char *s, size_t len, struct config_network *out, char *why, 
     return 0;
 }
 
-/* cfg_item_fn: append one network to ctx's mynetworks. */
+/* cfg_item_fn: append one network to ctx, a struct config_networks. */
 static int
 network_add(void *ctx, const char *s, size_t len, char *why, size_t n)
 {
-    struct ringmail_config *cfg = ctx;
+    struct config_networks *nets = ctx;
     struct config_network net;
     char txt[SHOW_MAX + 8], canon[80];
 
     if (network_parse(s, len, &net, why, n) < 0)
         return -1;
-    for (unsigned i = 0; i < cfg->nmynetworks; i++) {
-        if (memcmp(&cfg->mynetworks[i], &net, sizeof(net)) == 0) {
+    for (unsigned i = 0; i < nets->n; i++) {
+        if (memcmp(&nets->a[i], &net, sizeof(net)) == 0) {
             show(txt, sizeof(txt), s, len);
             network_format(&net, canon, sizeof(canon));
             snprintf(why, n,
@@ -1383,11 +1562,11 @@ network_add(void *ctx, const char *s, size_t len, char *why, size_t n)
             return -1;
         }
     }
-    if (cfg->nmynetworks == CONFIG_MAX_NETWORKS) {
+    if (nets->n == CONFIG_MAX_NETWORKS) {
         snprintf(why, n, "too many networks; expected at most %d", CONFIG_MAX_NETWORKS);
         return -1;
     }
-    cfg->mynetworks[cfg->nmynetworks++] = net;
+    nets->a[nets->n++] = net;
     return 0;
 }
 
@@ -1519,9 +1698,8 @@ list_clear(struct ringmail_config *cfg, const struct cfg_key *k, void **ctx)
         *ctx = cfg;
         return relay_domain_add;
     case CT_NETWORKS:
-        memset(cfg->mynetworks, 0, sizeof(cfg->mynetworks));
-        cfg->nmynetworks = 0;
-        *ctx = cfg;
+        memset(field(cfg, k), 0, k->size);
+        *ctx = field(cfg, k);
         return network_add;
     default:
         break;
@@ -1566,7 +1744,15 @@ key_set_text(struct ringmail_config *cfg, const struct cfg_key *k, const char *s
 
         if (listen_parse_text(&l, s, len, why, n) < 0)
             return -1;
-        listen_commit(cfg, &l);
+        return listen_commit(cfg, k, &l, why, n);
+    }
+    case CT_BOOL: {
+        bool b;
+
+        if (parse_bool(s, len, &b, why, n) < 0)
+            return -1;
+        BUG_ON(k->size != sizeof(bool));
+        memcpy(field(cfg, k), &b, sizeof(b));
         return 0;
     }
     case CT_NEXTHOPS:
@@ -1610,9 +1796,13 @@ config_defaults(struct ringmail_config *cfg)
     for (size_t i = 0; i < NKEYS; i++) {
         const struct cfg_key *k = &cfg_keys[i];
 
-        if (k->flags & CF_HOSTNAME)
+        if (k->flags & CF_HOSTNAME) {
             default_hostname(cfg, k);
-        else if (k->sdef != NULL)
+        } else if (k->type == CT_BOOL) {
+            bool b = k->def != 0;
+
+            memcpy(field(cfg, k), &b, sizeof(b));
+        } else if (k->sdef != NULL)
             BUG_ON(key_set_text(cfg, k, k->sdef, strlen(k->sdef), why, sizeof(why)) < 0);
         else
             set_num(cfg, k, k->def);
@@ -1699,6 +1889,76 @@ yerr(const struct yload *y, size_t line, const char *key, const char *why)
     return -1;
 }
 
+/* A plain non-null scalar without NUL octets, else an error naming what it is. */
+static const char *
+yload_scalar(const yaml_node_t *node, size_t *len)
+{
+    if (node->type != YAML_SCALAR_NODE || node_is_null(node) ||
+        memchr(node->data.scalar.value, '\0', node->data.scalar.length) != NULL)
+        return NULL;
+    *len = node->data.scalar.length;
+    return (const char *)node->data.scalar.value;
+}
+
+/* One listen entry written as {address: host:port, proxy_protocol: true|false}. */
+static int
+yload_listen_map(const struct yload *y, struct listen_list *l, const struct cfg_key *k,
+                 const yaml_node_t *map)
+{
+    const yaml_node_t *addr = NULL;
+    int proxy = -1;
+    char why[WHY_MAX];
+
+    for (yaml_node_pair_t *pr = map->data.mapping.pairs.start; pr < map->data.mapping.pairs.top;
+         pr++) {
+        const yaml_node_t *kn = yaml_document_get_node(y->doc, pr->key);
+        const yaml_node_t *vn = yaml_document_get_node(y->doc, pr->value);
+        const char *ks, *vs;
+        size_t kl, vl;
+
+        BUG_ON(kn == NULL || vn == NULL);
+        ks = yload_scalar(kn, &kl);
+        vs = yload_scalar(vn, &vl);
+        if (ks != NULL && slice_eq_nocase(slice_make(ks, kl), "address") && addr == NULL) {
+            addr = vn;
+        } else if (ks != NULL && slice_eq_nocase(slice_make(ks, kl), "proxy_protocol") &&
+                   proxy < 0) {
+            bool b;
+
+            if (vs == NULL) {
+                snprintf(why, sizeof(why), "proxy_protocol is %s; expected true or false",
+                         node_kind(vn));
+                return yerr(y, node_line(vn), k->name, why);
+            }
+            if (parse_bool(vs, vl, &b, why, sizeof(why)) < 0)
+                return yerr(y, node_line(vn), k->name, why);
+            proxy = b;
+        } else {
+            snprintf(why, sizeof(why),
+                     "an entry has an unknown or repeated field; expected address and "
+                     "optionally proxy_protocol");
+            return yerr(y, node_line(kn), k->name, why);
+        }
+    }
+    if (addr == NULL) {
+        snprintf(why, sizeof(why), "an entry has no address; expected address: host:port");
+        return yerr(y, node_line(map), k->name, why);
+    }
+    const char *as;
+    size_t al;
+
+    as = yload_scalar(addr, &al);
+    if (as == NULL) {
+        snprintf(why, sizeof(why), "the address is %s; expected host:port",
+                 addr->type == YAML_SCALAR_NODE ? "empty" : node_kind(addr));
+        return yerr(y, node_line(addr), k->name, why);
+    }
+    if (listen_add(l, as, al, why, sizeof(why)) < 0)
+        return yerr(y, node_line(addr), k->name, why);
+    l->a[l->n - 1].proxy = (int8_t)proxy;
+    return 0;
+}
+
 static int
 yload_listen_seq(const struct yload *y, struct ringmail_config *cfg, const struct cfg_key *k,
                  const yaml_node_t *seq)
@@ -1711,8 +1971,15 @@ yload_listen_seq(const struct yload *y, struct ringmail_config *cfg, const struc
         const yaml_node_t *item = yaml_document_get_node(y->doc, *it);
 
         BUG_ON(item == NULL);
+        if (item->type == YAML_MAPPING_NODE) {
+            if (yload_listen_map(y, &l, k, item) < 0)
+                return -1;
+            continue;
+        }
         if (item->type != YAML_SCALAR_NODE || node_is_null(item)) {
-            snprintf(why, sizeof(why), "an entry is %s; expected host:port",
+            snprintf(why, sizeof(why),
+                     "an entry is %s; expected host:port or {address: host:port, "
+                     "proxy_protocol: true|false}",
                      item->type == YAML_SCALAR_NODE ? "empty" : node_kind(item));
             return yerr(y, node_line(item), k->name, why);
         }
@@ -1724,7 +1991,8 @@ yload_listen_seq(const struct yload *y, struct ringmail_config *cfg, const struc
                        sizeof(why)) < 0)
             return yerr(y, node_line(item), k->name, why);
     }
-    listen_commit(cfg, &l);
+    if (listen_commit(cfg, k, &l, why, sizeof(why)) < 0)
+        return yerr(y, node_line(seq), k->name, why);
     return 0;
 }
 
@@ -2021,6 +2289,17 @@ out_file:
     return rc;
 }
 
+static const char *
+listen_key_name(unsigned kind)
+{
+    for (size_t i = 0; i < NKEYS; i++) {
+        if (cfg_keys[i].type == CT_LISTEN && cfg_keys[i].def == kind)
+            return cfg_keys[i].name;
+    }
+    BUG_ON(1);
+    return "";
+}
+
 int
 config_finish(struct ringmail_config *cfg, char *err, size_t errlen)
 {
@@ -2058,6 +2337,54 @@ config_finish(struct ringmail_config *cfg, char *err, size_t errlen)
                 return -1;
             }
         }
+    }
+    for (unsigned i = 0; i < cfg->nlisten; i++) {
+        const struct config_hostport *la = &cfg->listen[i];
+
+        for (unsigned j = 0; j < i; j++) {
+            const struct config_hostport *lb = &cfg->listen[j];
+
+            if (la->port == lb->port &&
+                slice_eq_nocase(slice_make(la->host, strlen(la->host)), lb->host)) {
+                snprintf(err, errlen,
+                         "key '%s': %s%s%s:%u is also in '%s'; expected each address in one "
+                         "listen key",
+                         listen_key_name(la->kind), la->v6 ? "[" : "", la->host, la->v6 ? "]" : "",
+                         (unsigned)la->port, listen_key_name(lb->kind));
+                return -1;
+            }
+        }
+        if (config_listen_proxy(cfg, la) && cfg->proxy_trusted_networks.n == 0) {
+            snprintf(err, errlen,
+                     "key 'proxy_trusted_networks': empty while %s%s%s:%u takes the PROXY "
+                     "protocol; expected the load balancers' networks",
+                     la->v6 ? "[" : "", la->host, la->v6 ? "]" : "", (unsigned)la->port);
+            return -1;
+        }
+        if (la->kind == LISTEN_SMTPS && cfg->tls_cert_file[0] == '\0') {
+            snprintf(err, errlen,
+                     "key 'smtps_listen': implicit TLS needs a certificate; expected "
+                     "tls_cert_file and tls_key_file to be set");
+            return -1;
+        }
+        if (la->kind == LISTEN_SUBMISSION && cfg->smtpd_sasl_password_file[0] == '\0') {
+            snprintf(err, errlen,
+                     "key 'submission_listen': submission requires AUTH; expected "
+                     "smtpd_sasl_password_file to be set");
+            return -1;
+        }
+    }
+    if ((cfg->tls_cert_file[0] == '\0') != (cfg->tls_key_file[0] == '\0')) {
+        snprintf(err, errlen, "key '%s': set without %s; expected both or neither",
+                 cfg->tls_cert_file[0] ? "tls_cert_file" : "tls_key_file",
+                 cfg->tls_cert_file[0] ? "tls_key_file" : "tls_cert_file");
+        return -1;
+    }
+    if (cfg->smtpd_tls_security_level == SMTPD_TLS_ENCRYPT && cfg->tls_cert_file[0] == '\0') {
+        snprintf(err, errlen,
+                 "key 'smtpd_tls_security_level': encrypt needs a certificate; expected "
+                 "tls_cert_file and tls_key_file to be set");
+        return -1;
     }
     if (cfg->smtpd_greeting_delay >= cfg->smtpd_timeout) {
         fmt_duration(a, sizeof(a), cfg->smtpd_greeting_delay);
@@ -2119,15 +2446,32 @@ config_dump(const struct ringmail_config *cfg, void *file)
         const struct cfg_key *k = &cfg_keys[i];
 
         switch (k->type) {
-        case CT_LISTEN:
-            fprintf(f, "%s:%s\n", k->name, cfg->nlisten == 0 ? " []" : "");
+        case CT_LISTEN: {
+            unsigned nk = 0;
+
+            for (unsigned j = 0; j < cfg->nlisten; j++)
+                nk += cfg->listen[j].kind == k->def;
+            fprintf(f, "%s:%s\n", k->name, nk == 0 ? " []" : "");
             for (unsigned j = 0; j < cfg->nlisten; j++) {
                 const struct config_hostport *hp = &cfg->listen[j];
 
-                fprintf(f, hp->v6 ? "  - \"[%s]:%u\"\n" : "  - \"%s:%u\"\n", hp->host,
-                        (unsigned)hp->port);
+                if (hp->kind != k->def)
+                    continue;
+                fprintf(f, hp->v6 ? "  - %s\"[%s]:%u\"" : "  - %s\"%s:%u\"",
+                        hp->proxy < 0 ? "" : "{ address: ", hp->host, (unsigned)hp->port);
+                if (hp->proxy >= 0)
+                    fprintf(f, ", proxy_protocol: %s }", hp->proxy ? "true" : "false");
+                fputc('\n', f);
             }
             break;
+        }
+        case CT_BOOL: {
+            bool b;
+
+            memcpy(&b, cfield(cfg, k), sizeof(b));
+            fprintf(f, "%s: %s\n", k->name, b ? "true" : "false");
+            break;
+        }
         case CT_NEXTHOPS: {
             const struct config_route_hops *hl = cfield(cfg, k);
 
@@ -2152,13 +2496,16 @@ config_dump(const struct ringmail_config *cfg, void *file)
                 fputc('\n', f);
             }
             break;
-        case CT_NETWORKS:
-            fprintf(f, "%s:%s\n", k->name, cfg->nmynetworks == 0 ? " []" : "");
-            for (unsigned j = 0; j < cfg->nmynetworks; j++) {
-                network_format(&cfg->mynetworks[j], net, sizeof(net));
+        case CT_NETWORKS: {
+            const struct config_networks *nets = cfield(cfg, k);
+
+            fprintf(f, "%s:%s\n", k->name, nets->n == 0 ? " []" : "");
+            for (unsigned j = 0; j < nets->n; j++) {
+                network_format(&nets->a[j], net, sizeof(net));
                 fprintf(f, "  - \"%s\"\n", net);
             }
             break;
+        }
         case CT_STRING:
         case CT_HOSTNAME:
             fprintf(f, "%s: ", k->name);

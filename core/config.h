@@ -48,6 +48,26 @@ enum config_bare_newline {
     BARE_NEWLINE_REJECT,
 };
 
+enum config_listen_kind {
+    LISTEN_SMTP = 0,   /* `listen`: port 25 relay service, STARTTLS when a certificate is set */
+    LISTEN_SUBMISSION, /* `submission_listen`: port 587, AUTH required before MAIL */
+    LISTEN_SMTPS,      /* `smtps_listen`: port 465, TLS from the first byte (RFC 8314) */
+};
+
+/* smtpd_tls_security_level: what the server asks of clients */
+enum config_smtpd_tls {
+    SMTPD_TLS_MAY = 0, /* offer STARTTLS when a certificate is set */
+    SMTPD_TLS_ENCRYPT, /* and refuse MAIL/AUTH before it (530 5.7.0) */
+};
+
+/* smtp_tls_security_level: what the delivery side asks of next hops */
+enum config_smtp_tls {
+    SMTP_TLS_NONE = 0, /* never STARTTLS */
+    SMTP_TLS_MAY,      /* STARTTLS when offered, no certificate check */
+    SMTP_TLS_ENCRYPT,  /* STARTTLS or defer */
+    SMTP_TLS_VERIFY,   /* STARTTLS, certificate chain and name verified, or defer */
+};
+
 enum config_transport {
     TRANSPORT_SMTP = 0,
     TRANSPORT_LMTP,
@@ -58,7 +78,9 @@ enum config_transport {
 struct config_hostport {
     char host[CONFIG_HOST_MAX];
     uint16_t port;
-    bool v6; /* written in brackets */
+    bool v6;      /* written in brackets */
+    uint8_t kind; /* enum config_listen_kind: which key listed it */
+    int8_t proxy; /* the entry's own proxy_protocol: -1 = the global key's, 0 off, 1 on */
 };
 
 /*
@@ -98,11 +120,16 @@ struct config_route {
     struct config_route_hops hops;
 };
 
-/* One entry of `mynetworks`: the host bits of addr are zero. */
+/* One network of a network list (mynetworks, ...): the host bits of addr are zero. */
 struct config_network {
     uint8_t addr[16]; /* network byte order; IPv4 in addr[0..4) */
     uint8_t prefix;   /* 0..32 for IPv4, 0..128 for IPv6 */
     bool v6;          /* an IPv4-mapped network (::ffff:0:0/96 and longer) is stored as IPv4 */
+};
+
+struct config_networks {
+    struct config_network a[CONFIG_MAX_NETWORKS];
+    unsigned n;
 };
 
 /*
@@ -113,8 +140,10 @@ struct ringmail_config {
     /* where the values came from; "" means built-in defaults only */
     char file[CONFIG_PATH_MAX];
 
+    /* every listener of the three listen keys, each tagged with its kind */
     struct config_hostport listen[CONFIG_MAX_LISTEN];
     unsigned nlisten;
+    char user[CONFIG_NAME_MAX];       /* run as this account when started as root; default nobody */
     char myhostname[CONFIG_NAME_MAX]; /* default: gethostname(), else "localhost" */
     char spool_dir[CONFIG_PATH_MAX];  /* default: ./var/spool */
     enum config_durability durability;
@@ -124,8 +153,7 @@ struct ringmail_config {
 
     /* who may relay: a RCPT is accepted when the client is in mynetworks or
      * the recipient's domain is in relay_domains (core/route.h) */
-    struct config_network mynetworks[CONFIG_MAX_NETWORKS]; /* default 127.0.0.0/8, ::1/128 */
-    unsigned nmynetworks;
+    struct config_networks mynetworks; /* default 127.0.0.0/8, ::1/128 */
     char relay_domains[CONFIG_MAX_RELAY_DOMAINS][CONFIG_DOMAIN_MAX]; /* lower case */
     unsigned nrelay_domains;
 
@@ -141,6 +169,35 @@ struct ringmail_config {
     uint64_t smtpd_timeout;        /* command / idle timeout, default 300s, min 1s */
     uint64_t smtpd_data_timeout;   /* data block timeout, default 180s, min 1s */
     uint64_t smtpd_greeting_delay; /* early-talker wait before 220, default 0 */
+
+    /* PROXY protocol (v1 and v2) in front of the SMTP listeners */
+    bool proxy_protocol;                           /* every listener, unless its entry says */
+    struct config_networks proxy_trusted_networks; /* who may send a PROXY header */
+    uint64_t smtpd_upstream_proxy_timeout;         /* ms to receive the header, default 5s */
+
+    /* TLS (net/tls.c) */
+    char tls_cert_file[CONFIG_PATH_MAX]; /* PEM chain; "" = no STARTTLS, no smtps */
+    char tls_key_file[CONFIG_PATH_MAX];
+    enum config_smtpd_tls smtpd_tls_security_level;
+    enum config_smtp_tls smtp_tls_security_level; /* default may */
+    char smtp_tls_CAfile[CONFIG_PATH_MAX];        /* "" = the system's trust store */
+
+    /* AUTH (RFC 4954) */
+    char smtpd_sasl_password_file[CONFIG_PATH_MAX]; /* user:crypt-hash lines; "" = no AUTH */
+    bool smtpd_tls_auth_only;          /* AUTH only over TLS (default); else also to mynetworks */
+    unsigned smtpd_auth_failure_limit; /* failures in one session before 421, default 3 */
+    uint64_t smtpd_auth_failure_delay; /* ms; the n-th failure's reply waits n times this */
+
+    /* per-client limits (core/limits.h); 0 = no limit */
+    unsigned smtpd_client_connection_count_limit;  /* concurrent, default 50 */
+    unsigned smtpd_client_connection_rate_limit;   /* per minute */
+    unsigned smtpd_client_message_rate_limit;      /* per minute */
+    unsigned smtpd_client_recipient_rate_limit;    /* per minute */
+    unsigned smtpd_client_auth_failure_rate_limit; /* per minute, default 10 */
+    unsigned smtpd_client_ipv6_prefix_length;      /* IPv6 clients counted by prefix, 64 */
+    bool smtpd_client_limit_exempt_mynetworks;     /* default true */
+    struct config_networks smtpd_client_event_limit_exceptions; /* also exempt */
+    uint64_t smtpd_min_data_rate; /* octets per second in DATA/BDAT, default 500; 0 = none */
 
     /* spool */
     uint64_t spool_segment_size; /* rotate a segment past this many octets, default 64 MiB */
@@ -172,6 +229,13 @@ struct ringmail_config {
     uint64_t maximal_queue_lifetime;           /* then bounce, 5d */
     uint64_t bounce_queue_lifetime;            /* for bounces (null sender), 5d */
 };
+
+/* The listener's effective proxy_protocol. */
+static inline bool
+config_listen_proxy(const struct ringmail_config *cfg, const struct config_hostport *hp)
+{
+    return hp->proxy < 0 ? cfg->proxy_protocol : hp->proxy != 0;
+}
 
 /* Fill *cfg with the built-in defaults (works from any folder). */
 void config_defaults(struct ringmail_config *cfg);

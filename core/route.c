@@ -181,7 +181,7 @@ prefix_equal(const uint8_t *a, const uint8_t *b, unsigned prefix)
 }
 
 bool
-route_client_trusted(const struct ringmail_config *cfg, const char *client_addr_text)
+route_network_match(const struct config_networks *nets, const char *client_addr_text)
 {
     static const uint8_t mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
     uint8_t a[16] = { 0 };
@@ -200,13 +200,19 @@ route_client_trusted(const struct ringmail_config *cfg, const char *client_addr_
     } else {
         return false;
     }
-    for (unsigned i = 0; i < cfg->nmynetworks; i++) {
-        const struct config_network *net = &cfg->mynetworks[i];
+    for (unsigned i = 0; i < nets->n; i++) {
+        const struct config_network *net = &nets->a[i];
 
         if (net->v6 == v6 && prefix_equal(a, net->addr, net->prefix))
             return true;
     }
     return false;
+}
+
+bool
+route_client_trusted(const struct ringmail_config *cfg, const char *client_addr_text)
+{
+    return route_network_match(&cfg->mynetworks, client_addr_text);
 }
 
 bool

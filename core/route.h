@@ -75,6 +75,8 @@ const struct route *route_at(const struct ringmail_config *cfg, unsigned i);
  * that is not an address (NULL, "", a scope "%eth0") is not trusted.
  */
 bool route_client_trusted(const struct ringmail_config *cfg, const char *client_addr_text);
+/* The same test against any network list (proxy_trusted_networks, ...). */
+bool route_network_match(const struct config_networks *nets, const char *client_addr_text);
 
 /*
  * Whether mail for rcpt_domain may be relayed for anyone: the domain is in

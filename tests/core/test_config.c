@@ -126,13 +126,13 @@ Test(config, defaults)
     cr_assert_eq(cfg.smtpd_greeting_delay, 0);
     cr_assert_eq(cfg.spool_segment_size, 64ull << 20);
     cr_assert_eq(cfg.workers, 0);
-    cr_assert_eq(cfg.nmynetworks, 2);
-    cr_assert_not(cfg.mynetworks[0].v6);
-    cr_assert_eq(cfg.mynetworks[0].prefix, 8);
-    cr_assert_eq(cfg.mynetworks[0].addr[0], 127);
-    cr_assert(cfg.mynetworks[1].v6);
-    cr_assert_eq(cfg.mynetworks[1].prefix, 128);
-    cr_assert_eq(cfg.mynetworks[1].addr[15], 1);
+    cr_assert_eq(cfg.mynetworks.n, 2);
+    cr_assert_not(cfg.mynetworks.a[0].v6);
+    cr_assert_eq(cfg.mynetworks.a[0].prefix, 8);
+    cr_assert_eq(cfg.mynetworks.a[0].addr[0], 127);
+    cr_assert(cfg.mynetworks.a[1].v6);
+    cr_assert_eq(cfg.mynetworks.a[1].prefix, 128);
+    cr_assert_eq(cfg.mynetworks.a[1].addr[15], 1);
     cr_assert_eq(cfg.nrelay_domains, 0);
     cr_assert_eq(cfg.relayhost.nhops, 0);
     cr_assert_eq(cfg.nroutes, 0);
@@ -247,10 +247,10 @@ Test(config, every_key_from_yaml)
     cr_assert_eq(cfg.smtpd_greeting_delay, 1500);
     cr_assert_eq(cfg.spool_segment_size, 1ull << 30);
     cr_assert_eq(cfg.workers, 4);
-    cr_assert_eq(cfg.nmynetworks, 2);
-    cr_assert_eq(cfg.mynetworks[0].prefix, 8);
-    cr_assert(cfg.mynetworks[1].v6);
-    cr_assert_eq(cfg.mynetworks[1].prefix, 32);
+    cr_assert_eq(cfg.mynetworks.n, 2);
+    cr_assert_eq(cfg.mynetworks.a[0].prefix, 8);
+    cr_assert(cfg.mynetworks.a[1].v6);
+    cr_assert_eq(cfg.mynetworks.a[1].prefix, 32);
     cr_assert_eq(cfg.nrelay_domains, 2);
     cr_assert_str_eq(cfg.relay_domains[0], "example.com");
     cr_assert_str_eq(cfg.relay_domains[1], ".example.org");
@@ -688,10 +688,120 @@ Test(config, listen_yaml_entry_errors_name_the_entry_line)
                     "key 'listen': \"127.0.0.1:99999\": port \"99999\" is not valid; expected a "
                     "number in 1..65535");
     expect_load_err("listen:\n  - 127.0.0.1:25\n  - { host: x }\n", 3,
-                    "key 'listen': an entry is a mapping; expected host:port");
-    expect_load_err("listen:\n  -\n", 2, "key 'listen': an entry is empty; expected host:port");
+                    "key 'listen': an entry has an unknown or repeated field; expected address "
+                    "and optionally proxy_protocol");
+    expect_load_err("listen:\n  - [127.0.0.1:25]\n", 2,
+                    "key 'listen': an entry is a sequence; expected host:port or {address: "
+                    "host:port, proxy_protocol: true|false}");
+    expect_load_err("listen:\n  -\n", 2,
+                    "key 'listen': an entry is empty; expected host:port or {address: host:port, "
+                    "proxy_protocol: true|false}");
+    expect_load_err("listen:\n  - { address: 127.0.0.1:25, proxy_protocol: maybe }\n", 2,
+                    "key 'listen': \"maybe\" is not a valid value; expected true or false (or "
+                    "yes/no, on/off)");
+    expect_load_err("listen:\n  - { proxy_protocol: true }\n", 2,
+                    "key 'listen': an entry has no address; expected address: host:port");
     expect_load_err("listen:\n  host: 127.0.0.1\n", 1,
                     "key 'listen': the value is a mapping; expected a list of host:port");
+}
+
+Test(config, listen_kinds_and_proxy_overrides)
+{
+    struct ringmail_config cfg;
+    char err[ERRLEN];
+    struct tmp t;
+
+    cr_assert_eq(load("listen:\n  - 127.0.0.1:25\n  - { address: \"[::1]:25\", proxy_protocol: "
+                      "true }\nsubmission_listen: 127.0.0.1:587\nsmtps_listen: [127.0.0.1:465]\n"
+                      "proxy_protocol: off\nproxy_trusted_networks: 10.0.0.0/8\n"
+                      "smtpd_sasl_password_file: /etc/ringmail/passwd\n"
+                      "tls_cert_file: /c.pem\ntls_key_file: /k.pem\n",
+                      &cfg, err, &t),
+                 0, "%s", err);
+    cr_assert_eq(config_finish(&cfg, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(cfg.nlisten, 4);
+    cr_assert_eq(cfg.listen[0].kind, LISTEN_SMTP);
+    cr_assert_eq(cfg.listen[0].proxy, -1);
+    cr_assert_not(config_listen_proxy(&cfg, &cfg.listen[0]));
+    cr_assert(config_listen_proxy(&cfg, &cfg.listen[1]));
+    cr_assert_eq(cfg.listen[2].kind, LISTEN_SUBMISSION);
+    cr_assert_eq(cfg.listen[3].kind, LISTEN_SMTPS);
+    cr_assert_eq(cfg.listen[3].port, 465);
+
+    /* -o replaces one kind only */
+    set_ok(&cfg, "submission_listen=");
+    cr_assert_eq(cfg.nlisten, 3);
+    cr_assert_eq(cfg.listen[2].kind, LISTEN_SMTPS);
+}
+
+Test(config, listen_cross_key_checks)
+{
+    struct ringmail_config cfg;
+    char err[ERRLEN];
+
+    config_defaults(&cfg);
+    set_ok(&cfg, "submission_listen=127.0.0.1:2525");
+    cr_assert_eq(config_finish(&cfg, err, sizeof(err)), -1);
+    cr_assert_str_eq(err, "key 'submission_listen': 127.0.0.1:2525 is also in 'listen'; expected "
+                          "each address in one listen key");
+
+    config_defaults(&cfg);
+    set_ok(&cfg, "smtps_listen=127.0.0.1:465");
+    cr_assert_eq(config_finish(&cfg, err, sizeof(err)), -1);
+    cr_assert_str_eq(err, "key 'smtps_listen': implicit TLS needs a certificate; expected "
+                          "tls_cert_file and tls_key_file to be set");
+
+    config_defaults(&cfg);
+    set_ok(&cfg, "submission_listen=127.0.0.1:587");
+    cr_assert_eq(config_finish(&cfg, err, sizeof(err)), -1);
+    cr_assert_str_eq(err, "key 'submission_listen': submission requires AUTH; expected "
+                          "smtpd_sasl_password_file to be set");
+
+    config_defaults(&cfg);
+    set_ok(&cfg, "proxy_protocol=yes");
+    cr_assert_eq(config_finish(&cfg, err, sizeof(err)), -1);
+    cr_assert_str_eq(err, "key 'proxy_trusted_networks': empty while 127.0.0.1:2525 takes the "
+                          "PROXY protocol; expected the load balancers' networks");
+    set_ok(&cfg, "proxy_trusted_networks=127.0.0.1");
+    cr_assert_eq(config_finish(&cfg, err, sizeof(err)), 0, "%s", err);
+
+    config_defaults(&cfg);
+    set_ok(&cfg, "tls_cert_file=/c.pem");
+    cr_assert_eq(config_finish(&cfg, err, sizeof(err)), -1);
+    cr_assert_str_eq(err, "key 'tls_cert_file': set without tls_key_file; expected both or "
+                          "neither");
+
+    config_defaults(&cfg);
+    set_ok(&cfg, "smtpd_tls_security_level=encrypt");
+    cr_assert_eq(config_finish(&cfg, err, sizeof(err)), -1);
+    cr_assert_str_eq(err, "key 'smtpd_tls_security_level': encrypt needs a certificate; "
+                          "expected tls_cert_file and tls_key_file to be set");
+}
+
+Test(config, bools_and_security_defaults)
+{
+    struct ringmail_config cfg;
+    char err[ERRLEN];
+
+    config_defaults(&cfg);
+    cr_assert_not(cfg.proxy_protocol);
+    cr_assert(cfg.smtpd_tls_auth_only);
+    cr_assert_eq(cfg.smtp_tls_security_level, SMTP_TLS_MAY);
+    cr_assert_eq(cfg.smtpd_client_connection_count_limit, 50);
+    cr_assert_eq(cfg.smtpd_client_ipv6_prefix_length, 64);
+    cr_assert(cfg.smtpd_client_limit_exempt_mynetworks);
+    cr_assert_str_eq(cfg.user, "nobody");
+    cr_assert_str_eq(cfg.tls_cert_file, "");
+    set_ok(&cfg, "smtpd_tls_auth_only=No");
+    cr_assert_not(cfg.smtpd_tls_auth_only);
+    set_ok(&cfg, "proxy_protocol=TRUE");
+    cr_assert(cfg.proxy_protocol);
+    cr_assert_eq(config_set(&cfg, "proxy_protocol=1", err, sizeof(err)), -1);
+    cr_assert_str_eq(err, "-o proxy_protocol: \"1\" is not a valid value; expected true or false "
+                          "(or yes/no, on/off)");
+    cr_assert_eq(config_set(&cfg, "user=", err, sizeof(err)), -1);
+    set_ok(&cfg, "smtp_tls_security_level=verify");
+    cr_assert_eq(cfg.smtp_tls_security_level, SMTP_TLS_VERIFY);
 }
 
 Test(config, listen_empty_is_caught_by_finish)
@@ -974,11 +1084,43 @@ Test(config, dump_round_trip_everything_changed)
     set_ok(&cfg, "maximal_backoff_time=1d");
     set_ok(&cfg, "maximal_queue_lifetime=100d");
     set_ok(&cfg, "bounce_queue_lifetime=7h");
+    set_ok(&cfg, "submission_listen=127.0.0.1:587");
+    set_ok(&cfg, "smtps_listen=[::1]:465");
+    set_ok(&cfg, "user=ringmail");
+    set_ok(&cfg, "proxy_protocol=on");
+    set_ok(&cfg, "proxy_trusted_networks=10.0.0.0/8 ::1");
+    set_ok(&cfg, "smtpd_upstream_proxy_timeout=2s");
+    set_ok(&cfg, "tls_cert_file=/etc/ringmail/cert.pem");
+    set_ok(&cfg, "tls_key_file=/etc/ringmail/key.pem");
+    set_ok(&cfg, "smtpd_tls_security_level=encrypt");
+    set_ok(&cfg, "smtp_tls_security_level=verify");
+    set_ok(&cfg, "smtp_tls_CAfile=/etc/ssl/ca.pem");
+    set_ok(&cfg, "smtpd_sasl_password_file=/etc/ringmail/passwd");
+    set_ok(&cfg, "smtpd_tls_auth_only=false");
+    set_ok(&cfg, "smtpd_auth_failure_limit=5");
+    set_ok(&cfg, "smtpd_auth_failure_delay=250ms");
+    set_ok(&cfg, "smtpd_client_connection_count_limit=0");
+    set_ok(&cfg, "smtpd_client_connection_rate_limit=60");
+    set_ok(&cfg, "smtpd_client_message_rate_limit=61");
+    set_ok(&cfg, "smtpd_client_recipient_rate_limit=62");
+    set_ok(&cfg, "smtpd_client_auth_failure_rate_limit=0");
+    set_ok(&cfg, "smtpd_client_ipv6_prefix_length=56");
+    set_ok(&cfg, "smtpd_client_limit_exempt_mynetworks=no");
+    set_ok(&cfg, "smtpd_client_event_limit_exceptions=192.0.2.0/24");
+    set_ok(&cfg, "smtpd_min_data_rate=1k");
     round_trip(&cfg);
 
     config_defaults(&cfg);
     set_ok(&cfg, "listen=");
     set_ok(&cfg, "mynetworks=");
+    round_trip(&cfg);
+
+    /* a listener's own proxy_protocol is dumped in the mapping form */
+    cr_assert_eq(load("listen:\n  - { address: 127.0.0.1:25, proxy_protocol: false }\n"
+                      "proxy_protocol: true\nproxy_trusted_networks: 10.0.0.1\n",
+                      &cfg, err, &t),
+                 0, "%s", err);
+    cr_assert_eq(cfg.listen[0].proxy, 0);
     round_trip(&cfg);
 
     /* paths with blanks, commas, quotes: the dump's sequence form keeps each whole */

@@ -734,7 +734,7 @@ Test(route, mynetworks_prefix_edges)
     cr_assert_not(trusted("192.0.2.2"));
 
     set_ok(&g_cfg, "mynetworks=192.0.2.1"); /* a bare address is /32 */
-    cr_assert_eq(g_cfg.mynetworks[0].prefix, 32);
+    cr_assert_eq(g_cfg.mynetworks.a[0].prefix, 32);
     cr_assert(trusted("192.0.2.1"));
     cr_assert_not(trusted("192.0.2.3"));
 
@@ -750,7 +750,7 @@ Test(route, mynetworks_prefix_edges)
     cr_assert_not(trusted("2001:db8::2"));
 
     set_ok(&g_cfg, "mynetworks=2001:db8::"); /* a bare address is /128 */
-    cr_assert_eq(g_cfg.mynetworks[0].prefix, 128);
+    cr_assert_eq(g_cfg.mynetworks.a[0].prefix, 128);
 
     set_ok(&g_cfg, "mynetworks=[2001:db8:1:2::]/64");
     cr_assert(trusted("2001:db8:1:2::1"));
@@ -770,22 +770,22 @@ Test(route, mynetworks_mapped_and_masked)
     config_defaults(&g_cfg);
     /* an IPv4-mapped network is stored, and matched, as IPv4 */
     set_ok(&g_cfg, "mynetworks=::ffff:198.51.100.0/120");
-    cr_assert_not(g_cfg.mynetworks[0].v6);
-    cr_assert_eq(g_cfg.mynetworks[0].prefix, 24);
+    cr_assert_not(g_cfg.mynetworks.a[0].v6);
+    cr_assert_eq(g_cfg.mynetworks.a[0].prefix, 24);
     cr_assert(trusted("198.51.100.7"));
     cr_assert(trusted("::ffff:198.51.100.7"));
     cr_assert_not(trusted("198.51.101.7"));
 
     /* host bits are accepted and cleared */
     set_ok(&g_cfg, "mynetworks=10.1.2.3/8, 2001:db8::ffff/32");
-    cr_assert_eq(g_cfg.mynetworks[0].prefix, 8);
-    cr_assert_str_eq(inet_ntop(AF_INET, g_cfg.mynetworks[0].addr, buf, sizeof(buf)), "10.0.0.0");
-    cr_assert_str_eq(inet_ntop(AF_INET6, g_cfg.mynetworks[1].addr, buf, sizeof(buf)), "2001:db8::");
+    cr_assert_eq(g_cfg.mynetworks.a[0].prefix, 8);
+    cr_assert_str_eq(inet_ntop(AF_INET, g_cfg.mynetworks.a[0].addr, buf, sizeof(buf)), "10.0.0.0");
+    cr_assert_str_eq(inet_ntop(AF_INET6, g_cfg.mynetworks.a[1].addr, buf, sizeof(buf)), "2001:db8::");
     cr_assert(trusted("10.200.0.1"));
     cr_assert(trusted("2001:db8:ffff::1"));
 
     set_ok(&g_cfg, "mynetworks=");
-    cr_assert_eq(g_cfg.nmynetworks, 0);
+    cr_assert_eq(g_cfg.mynetworks.n, 0);
     cr_assert_not(trusted("127.0.0.1"), "an empty mynetworks trusts nobody");
 }
 
@@ -795,11 +795,11 @@ Test(route, mynetworks_forms_and_errors)
     size_t o;
 
     load_ok("mynetworks:\n  - 10.0.0.0/8\n  - \"[::1]/128\"\n  - 192.0.2.1\n", &g_cfg);
-    cr_assert_eq(g_cfg.nmynetworks, 3);
+    cr_assert_eq(g_cfg.mynetworks.n, 3);
     load_ok("mynetworks: \"10.0.0.0/8 172.16.0.0/12,192.168.0.0/16\"\n", &g_cfg);
-    cr_assert_eq(g_cfg.nmynetworks, 3);
+    cr_assert_eq(g_cfg.mynetworks.n, 3);
     load_ok("mynetworks: []\n", &g_cfg);
-    cr_assert_eq(g_cfg.nmynetworks, 0);
+    cr_assert_eq(g_cfg.mynetworks.n, 0);
 
     expect_set_err("mynetworks=10.0.0.0/33",
                    "-o mynetworks: \"10.0.0.0/33\": prefix \"/33\" is not valid; expected "
@@ -834,7 +834,7 @@ Test(route, mynetworks_forms_and_errors)
         o += (size_t)snprintf(kv + o, sizeof(kv) - o, "%s10.%d.0.0/16", i ? "," : "", i);
     config_defaults(&g_cfg);
     set_ok(&g_cfg, kv);
-    cr_assert_eq(g_cfg.nmynetworks, CONFIG_MAX_NETWORKS);
+    cr_assert_eq(g_cfg.mynetworks.n, CONFIG_MAX_NETWORKS);
     snprintf(kv + o, sizeof(kv) - o, ",192.0.2.0/24");
     expect_set_err(kv, "-o mynetworks: too many networks; expected at most 64");
 }
