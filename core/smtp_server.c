@@ -19,6 +19,7 @@
 #include <stdarg.h>
 #include <string.h>
 
+#include "core/base64.h"
 #include "core/compiler.h"
 #include "core/dsn.h"
 #include "core/log.h"
@@ -27,6 +28,10 @@
 
 #define RECEIVED_MAX  1280 /* our Received: header: helo 255 + host 255 + rcpt 256 + text */
 #define PEER_WORD_MAX 64   /* peer text echoed in a reply (a parameter name) */
+#define SASL_LINE_MAX 2048 /* longest SASL response line we read (RFC 4954 4: base64) */
+
+/* auth_step: where an AUTH exchange is (s->state == SMTP_S_AUTH) */
+enum { AUTH_NONE = 0, AUTH_PLAIN, AUTH_LOGIN_USER, AUTH_LOGIN_PASS };
 
 static const char *const verb_name[] = {
     [SMTP_V_UNKNOWN] = "UNKNOWN", [SMTP_V_HELO] = "HELO",         [SMTP_V_EHLO] = "EHLO",
@@ -187,9 +192,20 @@ received_header(const struct smtp_session *s, char *buf, size_t cap)
     bool utf8 = e->flags & ENV_F_SMTPUTF8;
     char helo[256], date[64], lit[CONFIG_HOST_MAX + 8];
     const char *proto = utf8 ? "UTF8SMTP" : (s->flags & SMTP_F_ESMTP) ? "ESMTP" : "SMTP";
-    const char *tls = (s->flags & SMTP_F_TLS) ? "S" : "";
+    char with[24 + SMTP_TLS_DESC_MAX + SMTP_AUTH_USER_MAX + 48];
     int n;
 
+    /* "ESMTPSA (TLSv1.3 TLS_AES_128_GCM_SHA256)\r\n\t(authenticated as user)" (RFC 3848) */
+    n = snprintf(with, sizeof(with), "%s%s%s", proto, (s->flags & SMTP_F_TLS) ? "S" : "",
+                 (s->flags & SMTP_F_AUTHED) ? "A" : "");
+    if (s->tls_desc[0] != '\0' && n > 0)
+        n += snprintf(with + n, sizeof(with) - (size_t)n, " (%s)", s->tls_desc);
+    if ((s->flags & SMTP_F_AUTHED) && n > 0 && (size_t)n < sizeof(with)) {
+        char user[SMTP_AUTH_USER_MAX];
+
+        header_safe(user, sizeof(user), s->auth_user, strlen(s->auth_user), false);
+        snprintf(with + n, sizeof(with) - (size_t)n, "\r\n\t(authenticated as %s)", user);
+    }
     header_safe(helo, sizeof(helo), s->helo, s->helo_len, utf8);
     if (s->client[0] == '\0')
         snprintf(lit, sizeof(lit), "unknown");
@@ -202,13 +218,13 @@ received_header(const struct smtp_session *s, char *buf, size_t cap)
         struct slice r = env_get(e, e->rcpt[0].addr);
 
         n = snprintf(buf, cap,
-                     "Received: from %s (%s)\r\n\tby %s (ringmail) with %s%s id %s\r\n"
+                     "Received: from %s (%s)\r\n\tby %s (ringmail) with %s id %s\r\n"
                      "\tfor <%.*s>; %s\r\n",
-                     helo, lit, s->cfg->myhostname, proto, tls, e->qid, (int)r.len, r.p, date);
+                     helo, lit, s->cfg->myhostname, with, e->qid, (int)r.len, r.p, date);
     } else {
         n = snprintf(buf, cap,
-                     "Received: from %s (%s)\r\n\tby %s (ringmail) with %s%s id %s;\r\n\t%s\r\n",
-                     helo, lit, s->cfg->myhostname, proto, tls, e->qid, date);
+                     "Received: from %s (%s)\r\n\tby %s (ringmail) with %s id %s;\r\n\t%s\r\n",
+                     helo, lit, s->cfg->myhostname, with, e->qid, date);
     }
     return n < 0 ? 0 : MIN((size_t)n, cap - 1);
 }
@@ -377,6 +393,33 @@ data_input(struct smtp_session *s, const char *buf, size_t len)
 
 /* ---- commands ---- */
 
+static bool
+starttls_offered(const struct smtp_session *s)
+{
+    return (s->flags & (SMTP_F_CAN_TLS | SMTP_F_TLS)) == SMTP_F_CAN_TLS;
+}
+
+/* AUTH is offered over TLS, or to mynetworks over plaintext when smtpd_tls_auth_only is off. */
+static bool
+auth_offered(const struct smtp_session *s)
+{
+    if ((s->flags & (SMTP_F_CAN_AUTH | SMTP_F_AUTHED)) != SMTP_F_CAN_AUTH)
+        return false;
+    return (s->flags & SMTP_F_TLS) ||
+           (!s->cfg->smtpd_tls_auth_only && (s->flags & SMTP_F_TRUSTED) &&
+            s->cfg->smtpd_tls_security_level != SMTPD_TLS_ENCRYPT);
+}
+
+/* smtpd_tls_security_level: encrypt and no TLS yet: MAIL and AUTH are refused. */
+static bool
+tls_required(struct smtp_session *s, const char *cmd)
+{
+    if (s->cfg->smtpd_tls_security_level != SMTPD_TLS_ENCRYPT || (s->flags & SMTP_F_TLS))
+        return false;
+    reply_error(s, cmd, "530 5.7.0 Must issue a STARTTLS command first");
+    return true;
+}
+
 static void
 cmd_helo(struct smtp_session *s, const struct smtp_cmd *c, bool ehlo)
 {
@@ -401,17 +444,15 @@ cmd_helo(struct smtp_session *s, const struct smtp_cmd *c, bool ehlo)
         return;
     }
     s->flags |= SMTP_F_ESMTP;
-    if (cfg->message_size_limit != 0) {
-        reply(s,
-              "250-%s\r\n250-PIPELINING\r\n250-SIZE %" PRIu64 "\r\n250-8BITMIME\r\n"
-              "250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n250-DSN\r\n250 CHUNKING",
-              cfg->myhostname, cfg->message_size_limit);
-    } else {
-        reply(s,
-              "250-%s\r\n250-PIPELINING\r\n250-SIZE\r\n250-8BITMIME\r\n"
-              "250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n250-DSN\r\n250 CHUNKING",
-              cfg->myhostname);
-    }
+    char size[32] = "";
+
+    if (cfg->message_size_limit != 0)
+        snprintf(size, sizeof(size), " %" PRIu64, cfg->message_size_limit);
+    reply(s,
+          "250-%s\r\n250-PIPELINING\r\n250-SIZE%s\r\n250-8BITMIME\r\n%s%s"
+          "250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n250-DSN\r\n250 CHUNKING",
+          cfg->myhostname, size, starttls_offered(s) ? "250-STARTTLS\r\n" : "",
+          auth_offered(s) ? "250-AUTH PLAIN LOGIN\r\n" : "");
 }
 
 static struct smtp_limits
@@ -481,6 +522,12 @@ cmd_mail(struct smtp_session *s, const struct smtp_cmd *c)
         reply_error(s, "MAIL", "503 5.5.1 Error: nested MAIL command");
         return;
     }
+    if (tls_required(s, "MAIL"))
+        return;
+    if ((s->flags & SMTP_F_SUBMISSION) && !(s->flags & SMTP_F_AUTHED)) {
+        reply_error(s, "MAIL", "530 5.7.0 Authentication required");
+        return;
+    }
     if (!path_ok(s, smtp_parse_path(c->arg, "FROM:", SMTP_PATH_F_NULL_OK, &lim, &path), true))
         return;
     for (unsigned i = 0; i < path.nparam; i++) {
@@ -516,6 +563,9 @@ cmd_mail(struct smtp_session *s, const struct smtp_cmd *c)
             eflags |= ENV_F_SMTPUTF8;
         } else if (slice_eq_nocase(p->key, "RET") || slice_eq_nocase(p->key, "ENVID")) {
             continue; /* DSN (RFC 3461): checked together below */
+        } else if (slice_eq_nocase(p->key, "AUTH") && (s->flags & SMTP_F_CAN_AUTH) &&
+                   p->value.p != NULL) {
+            continue; /* RFC 4954 5: accepted; ringmail does not pass it on */
         } else {
             unsupported_option(s, "MAIL", p);
             return;
@@ -532,6 +582,10 @@ cmd_mail(struct smtp_session *s, const struct smtp_cmd *c)
     }
     if (path.utf8 && !(eflags & ENV_F_SMTPUTF8)) {
         reply_error(s, "MAIL", "553 5.6.7 Must declare SMTPUTF8 to send unicode address");
+        return;
+    }
+    if (s->ops->limit != NULL && !s->ops->limit(s->ctx, SMTP_LIMIT_MESSAGE)) {
+        reply_error(s, "MAIL", "450 4.7.1 Error: too much mail from %s", s->client);
         return;
     }
     env_reset(e);
@@ -594,9 +648,11 @@ cmd_rcpt(struct smtp_session *s, const struct smtp_cmd *c)
         reply_error(s, "RCPT", "553 5.6.7 Must declare SMTPUTF8 to send unicode address");
         return;
     }
-    if (!(s->flags & SMTP_F_TRUSTED) && !slice_eq_nocase(path.mailbox, "postmaster") &&
+    if (!(s->flags & (SMTP_F_TRUSTED | SMTP_F_AUTHED)) &&
+        !slice_eq_nocase(path.mailbox, "postmaster") &&
         !route_relay_allowed(s->cfg, route_domain_of(path.mailbox))) {
-        /* never an open relay: mynetworks may send anywhere, others only to relay_domains */
+        /* never an open relay: mynetworks and authenticated clients may send anywhere,
+           others only to relay_domains */
         s->nrcpt_refused++;
         reply_error(s, "RCPT", "554 5.7.1 <%.*s>: Relay access denied",
                     (int)MIN(path.mailbox.len, 256), path.mailbox.p);
@@ -605,6 +661,11 @@ cmd_rcpt(struct smtp_session *s, const struct smtp_cmd *c)
     if (limit != 0 && s->env.nrcpt >= limit) {
         s->nrcpt_refused++;
         reply_error(s, "RCPT", "452 4.5.3 Error: too many recipients");
+        return;
+    }
+    if (s->ops->limit != NULL && !s->ops->limit(s->ctx, SMTP_LIMIT_RCPT)) {
+        s->nrcpt_refused++;
+        reply_error(s, "RCPT", "450 4.7.1 Error: too many recipients from %s", s->client);
         return;
     }
     if (env_add_rcpt(&s->env, path.mailbox, path.params) < 0) {
@@ -706,6 +767,236 @@ cmd_bdat(struct smtp_session *s, const struct smtp_cmd *c)
 }
 
 static void
+cmd_starttls(struct smtp_session *s, const struct smtp_cmd *c)
+{
+    if (s->flags & SMTP_F_TLS) {
+        reply_error(s, "STARTTLS", "554 5.5.1 Error: TLS already active");
+        return;
+    }
+    if (!(s->flags & SMTP_F_CAN_TLS)) {
+        reply_error(s, "STARTTLS", "502 5.5.1 Error: command not implemented");
+        return;
+    }
+    if (c->arg.len != 0) {
+        reply_error(s, "STARTTLS", "501 5.5.4 Syntax: STARTTLS");
+        return;
+    }
+    if (s->state < SMTP_S_READY) {
+        reply_error(s, "STARTTLS", "503 5.5.1 Error: send EHLO first");
+        return;
+    }
+    if (s->state != SMTP_S_READY || (s->flags & SMTP_F_MSG_OPEN)) {
+        reply_error(s, "STARTTLS", "503 5.5.1 Error: MAIL transaction in progress");
+        return;
+    }
+    reply(s, "220 2.0.0 Ready to start TLS");
+    s->flags |= SMTP_F_STARTTLS; /* nothing more is read in plaintext */
+}
+
+/* ---- AUTH (RFC 4954): PLAIN (RFC 4616) and LOGIN ---- */
+
+static void
+auth_end(struct smtp_session *s)
+{
+    s->auth_step = AUTH_NONE;
+    if (s->state == SMTP_S_AUTH)
+        s->state = SMTP_S_READY;
+    if (!(s->flags & SMTP_F_AUTHED))
+        s->auth_user[0] = '\0';
+}
+
+/* A user name we keep and log: 1..SMTP_AUTH_USER_MAX-1 octets, no control characters. */
+static bool
+auth_user_ok(const unsigned char *u, size_t n)
+{
+    if (n == 0 || n >= SMTP_AUTH_USER_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        if (u[i] < 0x20 || u[i] == 0x7f)
+            return false;
+    }
+    return true;
+}
+
+/* A failed AUTH: 535, and past smtpd_auth_failure_limit or the client's failure rate, 421. */
+static void
+auth_fail(struct smtp_session *s, const char *why)
+{
+    log_msg(LOG_INFO, "event=auth client=%s result=fail reason=%s", s->client, why);
+    auth_end(s);
+    s->auth_failures++;
+    reply_error(s, "AUTH", "535 5.7.8 Error: authentication failed");
+    if (s->flags & SMTP_F_CLOSE)
+        return; /* smtpd_hard_error_limit */
+    if (s->auth_failures >= s->cfg->smtpd_auth_failure_limit ||
+        (s->ops->limit != NULL && !s->ops->limit(s->ctx, SMTP_LIMIT_AUTH_FAIL))) {
+        reply(s, "421 4.7.0 %s Error: too many authentication failures", s->cfg->myhostname);
+        log_msg(LOG_INFO, "event=disconnect client=%s reason=auth_failures failures=%u", s->client,
+                (unsigned)s->auth_failures);
+        close_session(s);
+    }
+}
+
+/* Hand the credentials to the driver; they live only on the caller's stack. */
+static void
+auth_verify(struct smtp_session *s, const unsigned char *user, size_t ulen,
+            const unsigned char *pass, size_t plen)
+{
+    if (!auth_user_ok(user, ulen) || memchr(pass, '\0', plen) != NULL) {
+        auth_fail(s, "bad_user_name");
+        return;
+    }
+    memcpy(s->auth_user, user, ulen);
+    s->auth_user[ulen] = '\0';
+    s->auth_step = AUTH_NONE;
+    s->state = SMTP_S_READY;
+    s->flags |= SMTP_F_WAIT_AUTH;
+    s->ops->auth_verify(s->ctx, (const char *)user, ulen, (const char *)pass, plen);
+}
+
+/* One SASL response (base64 text, no CRLF) for the current step. */
+static void
+auth_response(struct smtp_session *s, const char *b64, size_t n)
+{
+    unsigned char raw[BASE64_DECODED_MAX(SASL_LINE_MAX)];
+    long len;
+
+    if (n == 1 && b64[0] == '*') {
+        auth_end(s);
+        reply_error(s, "AUTH", "501 5.7.0 Authentication aborted");
+        return;
+    }
+    if (n == 1 && b64[0] == '=')
+        len = 0; /* RFC 4954 4: an empty initial response */
+    else if (n > SASL_LINE_MAX || (len = base64_decode(b64, n, raw)) < 0) {
+        auth_end(s);
+        reply_error(s, "AUTH", "501 5.5.2 Error: cannot decode response");
+        return;
+    }
+    switch (s->auth_step) {
+    case AUTH_PLAIN: {
+        /* authzid NUL authcid NUL passwd; authzid empty or the same as authcid */
+        const unsigned char *z = raw, *u, *p, *end = raw + len;
+        const unsigned char *nul1 = memchr(z, '\0', (size_t)len), *nul2;
+
+        if (nul1 == NULL || (nul2 = memchr(nul1 + 1, '\0', (size_t)(end - nul1 - 1))) == NULL) {
+            explicit_bzero(raw, sizeof(raw));
+            auth_end(s);
+            reply_error(s, "AUTH", "501 5.5.2 Error: malformed PLAIN response");
+            return;
+        }
+        u = nul1 + 1;
+        p = nul2 + 1;
+        if (nul1 != z &&
+            ((size_t)(nul1 - z) != (size_t)(nul2 - u) || memcmp(z, u, (size_t)(nul2 - u)) != 0))
+            auth_fail(s, "authzid_differs");
+        else
+            auth_verify(s, u, (size_t)(nul2 - u), p, (size_t)(end - p));
+        break;
+    }
+    case AUTH_LOGIN_USER:
+        if (!auth_user_ok(raw, (size_t)len)) {
+            auth_fail(s, "bad_user_name");
+            break;
+        }
+        memcpy(s->auth_user, raw, (size_t)len);
+        s->auth_user[len] = '\0';
+        s->auth_step = AUTH_LOGIN_PASS;
+        reply(s, "334 UGFzc3dvcmQ6"); /* "Password:" */
+        break;
+    case AUTH_LOGIN_PASS: {
+        char user[SMTP_AUTH_USER_MAX];
+        size_t ulen = strlen(s->auth_user);
+
+        memcpy(user, s->auth_user, ulen + 1);
+        auth_verify(s, (const unsigned char *)user, ulen, raw, (size_t)len);
+        break;
+    }
+    default:
+        BUG_ON(1);
+    }
+    explicit_bzero(raw, sizeof(raw));
+}
+
+static void
+cmd_auth(struct smtp_session *s, const struct smtp_cmd *c)
+{
+    struct slice mech = c->arg, initial = { NULL, 0 };
+    const char *sp = memchr(c->arg.p, ' ', c->arg.len);
+
+    if (!(s->flags & SMTP_F_CAN_AUTH)) {
+        reply_error(s, "AUTH", "502 5.5.1 Error: command not implemented");
+        return;
+    }
+    if (!(s->flags & SMTP_F_ESMTP) || s->state < SMTP_S_READY) {
+        reply_error(s, "AUTH", "503 5.5.1 Error: send EHLO first");
+        return;
+    }
+    if (s->flags & SMTP_F_AUTHED) {
+        reply_error(s, "AUTH", "503 5.5.1 Error: already authenticated");
+        return;
+    }
+    if (s->state != SMTP_S_READY || (s->flags & SMTP_F_MSG_OPEN)) {
+        reply_error(s, "AUTH", "503 5.5.1 Error: MAIL transaction in progress");
+        return;
+    }
+    if (tls_required(s, "AUTH"))
+        return;
+    if (!auth_offered(s)) {
+        reply_error(s, "AUTH",
+                    "538 5.7.11 Encryption required for requested authentication "
+                    "mechanism");
+        return;
+    }
+    if (sp != NULL) {
+        mech = slice_make(c->arg.p, (size_t)(sp - c->arg.p));
+        initial = slice_make(sp + 1, c->arg.len - mech.len - 1);
+    }
+    if (slice_eq_nocase(mech, "PLAIN")) {
+        s->auth_step = AUTH_PLAIN;
+    } else if (slice_eq_nocase(mech, "LOGIN")) {
+        s->auth_step = AUTH_LOGIN_USER;
+    } else if (mech.len == 0) {
+        reply_error(s, "AUTH", "501 5.5.4 Syntax: AUTH mechanism");
+        return;
+    } else {
+        reply_error(s, "AUTH", "504 5.5.4 Unrecognized authentication type");
+        return;
+    }
+    s->state = SMTP_S_AUTH;
+    if (initial.p != NULL) {
+        auth_response(s, initial.p, initial.len);
+        return;
+    }
+    if (s->auth_step == AUTH_PLAIN)
+        reply(s, "334 ");
+    else
+        reply(s, "334 VXNlcm5hbWU6"); /* "Username:" */
+}
+
+/* The next line of an AUTH exchange; returns the octets used, 0 when incomplete. */
+static size_t
+auth_input(struct smtp_session *s, const char *buf, size_t len)
+{
+    const char *lf = memchr(buf, '\n', MIN(len, (size_t)SASL_LINE_MAX + 2));
+    size_t n;
+
+    if (lf == NULL) {
+        if (len < SASL_LINE_MAX + 2)
+            return 0;
+        auth_end(s);
+        s->flags |= SMTP_F_SKIP_LINE;
+        reply_error(s, "AUTH", "500 5.5.6 Error: line too long");
+        return len;
+    }
+    n = (size_t)(lf - buf);
+    if (n > 0 && buf[n - 1] == '\r')
+        n--;
+    auth_response(s, buf, n);
+    return (size_t)(lf - buf) + 1;
+}
+
+static void
 dispatch(struct smtp_session *s, const struct smtp_cmd *c)
 {
     switch (c->verb) {
@@ -753,11 +1044,15 @@ dispatch(struct smtp_session *s, const struct smtp_cmd *c)
     case SMTP_V_HELP:
         reply(s, "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP");
         break;
-    case SMTP_V_EXPN:
+    case SMTP_V_STARTTLS:
+        cmd_starttls(s, c);
+        break;
     case SMTP_V_AUTH:
+        cmd_auth(s, c);
+        break;
+    case SMTP_V_EXPN:
     case SMTP_V_ETRN:
     case SMTP_V_TURN:
-    case SMTP_V_STARTTLS:
         reply_error(s, verb_name[c->verb], "502 5.5.1 Error: command not implemented");
         break;
     case SMTP_V_UNKNOWN:
@@ -818,7 +1113,7 @@ smtp_session_input(struct smtp_session *s, const char *buf, size_t len)
         size_t used = 0;
         enum smtp_parse_rc rc;
 
-        if (s->flags & (SMTP_F_CLOSE | SMTP_F_WAIT_COMMIT))
+        if (s->flags & (SMTP_F_CLOSE | SMTP_F_WAIT_COMMIT | SMTP_F_WAIT_AUTH | SMTP_F_STARTTLS))
             break;
         if (s->state == SMTP_S_DATA || s->state == SMTP_S_BDAT) {
             off += data_input(s, buf + off, len - off);
@@ -841,6 +1136,13 @@ smtp_session_input(struct smtp_session *s, const char *buf, size_t len)
         }
         if (!tx_ok(s))
             break;
+        if (s->state == SMTP_S_AUTH) {
+            used = auth_input(s, buf + off, len - off);
+            if (used == 0)
+                break;
+            off += used;
+            continue;
+        }
         rc = smtp_parse_cmd(buf + off, len - off, &lim, &s->scanned, &cmd, &used);
         switch (rc) {
         case SMTP_PARSE_NEED_MORE:
@@ -916,5 +1218,53 @@ smtp_session_timeout_ms(const struct smtp_session *s)
 bool
 smtp_session_wants_input(const struct smtp_session *s)
 {
-    return !(s->flags & (SMTP_F_CLOSE | SMTP_F_WAIT_COMMIT));
+    return !(s->flags & (SMTP_F_CLOSE | SMTP_F_WAIT_COMMIT | SMTP_F_WAIT_AUTH | SMTP_F_STARTTLS));
+}
+
+void
+smtp_session_set_client(struct smtp_session *s, const char *client)
+{
+    snprintf(s->client, sizeof(s->client), "%s", client != NULL ? client : "");
+    s->flags &= ~SMTP_F_TRUSTED;
+    if (route_client_trusted(s->cfg, s->client))
+        s->flags |= SMTP_F_TRUSTED;
+}
+
+void
+smtp_session_tls_started(struct smtp_session *s, const char *desc)
+{
+    snprintf(s->tls_desc, sizeof(s->tls_desc), "%s", desc != NULL ? desc : "");
+    s->flags |= SMTP_F_TLS;
+    if (!(s->flags & SMTP_F_STARTTLS))
+        return; /* implicit TLS, before the greeting */
+    /* RFC 3207 4.2: discard all knowledge obtained from the client */
+    s->flags &= ~(SMTP_F_STARTTLS | SMTP_F_ESMTP | SMTP_F_AUTHED);
+    reset_transaction(s);
+    s->state = SMTP_S_CONNECTED;
+    s->helo[0] = '\0';
+    s->helo_len = 0;
+    s->auth_user[0] = '\0';
+    s->scanned = 0;
+}
+
+void
+smtp_session_auth_done(struct smtp_session *s, bool ok)
+{
+    if (!(s->flags & SMTP_F_WAIT_AUTH))
+        return;
+    s->flags &= ~SMTP_F_WAIT_AUTH;
+    if (ok) {
+        s->flags |= SMTP_F_AUTHED;
+        log_msg(LOG_INFO, "event=auth client=%s result=ok user=%s", s->client, s->auth_user);
+        reply(s, "235 2.7.0 Authentication successful");
+        return;
+    }
+    auth_fail(s, "bad_password");
+}
+
+void
+smtp_session_client_limit(struct smtp_session *s)
+{
+    reply(s, "421 4.7.0 %s Error: too many connections from %s", s->cfg->myhostname, s->client);
+    close_session(s);
 }

@@ -7,6 +7,16 @@
  * tests/core) feeds it input and serves the callbacks in struct
  * smtp_server_ops. One session belongs to one thread.
  *
+ * Security (RFC 3207 STARTTLS, RFC 4954 AUTH): the driver says what it can
+ * do with flags before the greeting (SMTP_F_CAN_TLS, SMTP_F_CAN_AUTH,
+ * SMTP_F_SUBMISSION, SMTP_F_TLS for implicit TLS). After "220 2.0.0 Ready to
+ * start TLS" the session consumes nothing more (SMTP_F_STARTTLS): the driver
+ * must throw away every input octet it holds or receives before the
+ * handshake (command injection, CVE-2011-0411), run the handshake, and call
+ * smtp_session_tls_started(), which restarts the session at EHLO. AUTH
+ * credentials go to ops->auth_verify(); the session waits (SMTP_F_WAIT_AUTH)
+ * until smtp_session_auth_done().
+ *
  * Input: smtp_session_input() consumes as much of (buf, len) as it can and
  * returns how many bytes it used. It stops early, leaving the rest for a later
  * call, when:
@@ -61,6 +71,21 @@ struct smtp_server_ops {
     /* The message is refused or the session ended mid-message: what was
        stored must never be delivered. */
     void (*msg_abort)(void *ctx);
+
+    /* Check AUTH credentials: user[0..ulen) (no NUL, no control octets) and
+       pass[0..plen) (any octet but NUL); neither is kept past the call. The
+       driver answers with smtp_session_auth_done(), later. NULL when the
+       driver has no AUTH (SMTP_F_CAN_AUTH must then stay clear). */
+    void (*auth_verify)(void *ctx, const char *user, size_t ulen, const char *pass, size_t plen);
+    /* A per-client rate event (enum smtp_limit_event): true when allowed, and
+       counted; false when the client is over its limit. NULL: no limits. */
+    bool (*limit)(void *ctx, int event);
+};
+
+enum smtp_limit_event {
+    SMTP_LIMIT_MESSAGE = 0, /* a MAIL FROM about to be accepted */
+    SMTP_LIMIT_RCPT,        /* a RCPT TO about to be accepted */
+    SMTP_LIMIT_AUTH_FAIL,   /* an AUTH failed */
 };
 
 enum smtp_state {
@@ -71,6 +96,7 @@ enum smtp_state {
     SMTP_S_RCPT,         /* at least one RCPT accepted */
     SMTP_S_DATA,         /* reading DATA body */
     SMTP_S_BDAT,         /* reading a BDAT chunk */
+    SMTP_S_AUTH,         /* AUTH in progress: the next line is a SASL response */
     SMTP_S_QUIT,         /* closing */
 };
 
@@ -83,7 +109,16 @@ enum smtp_session_flag {
     SMTP_F_MSG_BAD = 1u << 5,     /* the message will be refused at its end */
     SMTP_F_TLS = 1u << 6,         /* the transport is TLS (set by the driver) */
     SMTP_F_TRUSTED = 1u << 7,     /* the client is in mynetworks: it may relay anywhere */
+    SMTP_F_CAN_TLS = 1u << 8,     /* the driver can start TLS: STARTTLS is offered (driver) */
+    SMTP_F_CAN_AUTH = 1u << 9,    /* the driver can check passwords: AUTH may be offered */
+    SMTP_F_SUBMISSION = 1u << 10, /* a submission listener: AUTH before MAIL (driver) */
+    SMTP_F_STARTTLS = 1u << 11,   /* 220 to STARTTLS sent: input stops until tls_started */
+    SMTP_F_WAIT_AUTH = 1u << 12,  /* auth_verify() called, auth_done() not yet */
+    SMTP_F_AUTHED = 1u << 13,     /* authenticated as auth_user: may relay anywhere */
 };
+
+#define SMTP_AUTH_USER_MAX 128 /* longest user name, NUL included */
+#define SMTP_TLS_DESC_MAX  64  /* "TLSv1.3 TLS_AES_256_GCM_SHA384", NUL included */
 
 /* Reasons a message in DATA/BDAT is refused at its end (SMTP_F_MSG_BAD). */
 enum smtp_msg_error {
@@ -116,6 +151,12 @@ struct smtp_session {
     /* counters for the connection's log line */
     uint32_t nmsg_accepted, nmsg_refused, nrcpt_refused;
 
+    /* AUTH: the mechanism's step, the user (during LOGIN, then once authenticated) */
+    uint8_t auth_step; /* 0 none; see smtp_server.c */
+    uint8_t auth_failures;
+    char auth_user[SMTP_AUTH_USER_MAX];
+    char tls_desc[SMTP_TLS_DESC_MAX]; /* protocol and cipher, "" before TLS */
+
     struct smtp_data data;       /* the DATA/BDAT body scanner (core/smtp_data.h) */
     size_t scanned;              /* command parser cursor into the unconsumed input */
     uint16_t hdr_off;            /* octets of our Received: header already stored */
@@ -129,6 +170,21 @@ void smtp_session_init(struct smtp_session *s, const struct ringmail_config *cfg
                        const struct smtp_server_ops *ops, void *ctx, const char *client);
 /* Release what the session holds (an open message is aborted). */
 void smtp_session_fini(struct smtp_session *s);
+
+/* The client's address changed (a PROXY protocol header): relay trust follows. Before the
+   greeting only. */
+void smtp_session_set_client(struct smtp_session *s, const char *client);
+
+/* TLS is up (after STARTTLS, or before the greeting for implicit TLS): desc names the
+   protocol and cipher for Received: ("TLSv1.3 TLS_AES_128_GCM_SHA256"). After STARTTLS the
+   session starts again from EHLO, forgetting HELO, transaction and AUTH state. */
+void smtp_session_tls_started(struct smtp_session *s, const char *desc);
+
+/* The answer to ops->auth_verify(): ok, or not (535 5.7.8). Resumes input. */
+void smtp_session_auth_done(struct smtp_session *s, bool ok);
+
+/* Refuse a connection over a per-client limit: 421 4.7.0 and close. */
+void smtp_session_client_limit(struct smtp_session *s);
 
 /* Send the 220 greeting. Input before this call is early talk: 554 5.5.0 and close. */
 void smtp_session_greet(struct smtp_session *s);

@@ -51,6 +51,12 @@ struct fake {
     uint64_t next_id;
     char *carry;
     size_t carry_len;
+    /* AUTH and limits */
+    char auth_user[256], auth_pass[256];
+    size_t auth_plen;
+    unsigned nverify;
+    bool deny[3]; /* per enum smtp_limit_event: limit() says no */
+    unsigned nlimit[3];
 };
 
 static void
@@ -156,7 +162,34 @@ fake_msg_abort(void *ctx)
     f->body_len = f->msg_start;
 }
 
+static void
+fake_auth_verify(void *ctx, const char *user, size_t ulen, const char *pass, size_t plen)
+{
+    struct fake *f = ctx;
+
+    cr_assert_lt(ulen, sizeof(f->auth_user));
+    cr_assert_lt(plen, sizeof(f->auth_pass));
+    cr_assert(f->s.flags & SMTP_F_WAIT_AUTH);
+    memcpy(f->auth_user, user, ulen);
+    f->auth_user[ulen] = '\0';
+    memcpy(f->auth_pass, pass, plen);
+    f->auth_plen = plen;
+    f->nverify++;
+}
+
+static bool
+fake_limit(void *ctx, int event)
+{
+    struct fake *f = ctx;
+
+    cr_assert(event >= 0 && event < 3);
+    f->nlimit[event]++;
+    return !f->deny[event];
+}
+
 static const struct smtp_server_ops fake_ops = {
+    .auth_verify = fake_auth_verify,
+    .limit = fake_limit,
     .reply = fake_reply,
     .tx_room = fake_tx_room,
     .msg_begin = fake_msg_begin,
@@ -1176,4 +1209,255 @@ Test(smtp_server, any_chunking_same_result)
         for (unsigned i = 0; i < whole.nmsg; i++)
             cr_assert_str_eq(other.bodies[i], whole.bodies[i], "seed %u message %u", seed, i);
     }
+}
+
+/* ---- STARTTLS (RFC 3207), AUTH (RFC 4954), submission, per-client limits ---- */
+
+#define EHLO_TLS                                                                                   \
+    "250-mx.test\r\n250-PIPELINING\r\n250-SIZE 10240000\r\n250-8BITMIME\r\n250-STARTTLS\r\n"       \
+    "250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n250-DSN\r\n250 CHUNKING\r\n"
+#define EHLO_AUTH                                                                                  \
+    "250-mx.test\r\n250-PIPELINING\r\n250-SIZE 10240000\r\n250-8BITMIME\r\n"                       \
+    "250-AUTH PLAIN LOGIN\r\n250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n250-DSN\r\n"               \
+    "250 CHUNKING\r\n"
+
+/* A session from an outside client (not in mynetworks) with the given driver flags. */
+static struct fake *
+secure_start(uint32_t flags, const char *client)
+{
+    struct fake *f = fake_new();
+    char err[CONFIG_ERR_MAX];
+
+    cr_assert_eq(config_set(&f->cfg, "mynetworks=127.0.0.0/8", err, sizeof(err)), 0, "%s", err);
+    f->cfg.smtpd_tls_auth_only = true;
+    f->cfg.smtpd_auth_failure_limit = 3;
+    smtp_session_init(&f->s, &f->cfg, &fake_ops, f, client);
+    f->s.flags |= flags;
+    smtp_session_greet(&f->s);
+    take(f);
+    return f;
+}
+
+Test(smtp_server, starttls_offered_and_restarts_the_session)
+{
+    struct fake *f = secure_start(SMTP_F_CAN_TLS | SMTP_F_CAN_AUTH, "198.51.100.7");
+
+    expect(f, "STARTTLS\r\n", "503 5.5.1 Error: send EHLO first\r\n");
+    /* no AUTH over plaintext for an outside client */
+    expect(f, "EHLO c.example\r\n", EHLO_TLS);
+    expect(f, "AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n",
+           "538 5.7.11 Encryption required for requested authentication mechanism\r\n");
+    expect(f, "STARTTLS now\r\n", "501 5.5.4 Syntax: STARTTLS\r\n");
+    expect(f, "MAIL FROM:<a@b.example>\r\nSTARTTLS\r\n",
+           "250 2.1.0 Ok\r\n503 5.5.1 Error: MAIL transaction in progress\r\n");
+    expect(f, "RSET\r\n", "250 2.0.0 Ok\r\n");
+
+    /* the injection: commands pipelined behind STARTTLS are never consumed */
+    const char *inj = "STARTTLS\r\nMAIL FROM:<evil@example.com>\r\nRCPT TO:<x@y.example>\r\n";
+    size_t used = smtp_session_input(&f->s, inj, strlen(inj));
+
+    cr_assert_eq(used, strlen("STARTTLS\r\n"));
+    cr_assert_str_eq(take(f), "220 2.0.0 Ready to start TLS\r\n");
+    cr_assert(f->s.flags & SMTP_F_STARTTLS);
+    cr_assert_not(smtp_session_wants_input(&f->s));
+    cr_assert_eq(smtp_session_input(&f->s, inj + used, strlen(inj) - used), 0);
+    cr_assert_str_eq(take(f), "");
+
+    smtp_session_tls_started(&f->s, "TLSv1.3 TLS_AES_128_GCM_SHA256");
+    cr_assert(smtp_session_wants_input(&f->s));
+    /* the session forgot the EHLO: MAIL needs a new one */
+    expect(f, "MAIL FROM:<a@b.example>\r\n", "503 5.5.1 Error: send HELO/EHLO first\r\n");
+    expect(f, "EHLO c.example\r\n", EHLO_AUTH);
+    expect(f, "STARTTLS\r\n", "554 5.5.1 Error: TLS already active\r\n");
+    fake_free(f);
+}
+
+Test(smtp_server, received_header_names_tls_and_user)
+{
+    struct fake *f = secure_start(SMTP_F_CAN_AUTH, "198.51.100.7");
+
+    smtp_session_tls_started(&f->s, "TLSv1.3 TLS_AES_128_GCM_SHA256");
+    expect(f, "EHLO c.example\r\n", EHLO_AUTH);
+    expect(f, "AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n", "");
+    cr_assert_eq(f->nverify, 1);
+    cr_assert_str_eq(f->auth_user, "alice");
+    smtp_session_auth_done(&f->s, true);
+    cr_assert_str_eq(take(f), "235 2.7.0 Authentication successful\r\n");
+    expect(f, "MAIL FROM:<alice@example.org>\r\nRCPT TO:<bob@elsewhere.example>\r\nDATA\r\n",
+           "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n");
+    expect(f, "Hi\r\n.\r\n", "250 2.0.0 Ok: queued as 0000000000ABC001\r\n");
+    cr_assert_eq(f->nmsg, 1);
+    cr_assert(strstr(f->msg[0].data, "with ESMTPSA (TLSv1.3 TLS_AES_128_GCM_SHA256)\r\n"
+                                     "\t(authenticated as alice) id 0000000000ABC001\r\n") != NULL,
+              "%s", f->msg[0].data);
+    fake_free(f);
+}
+
+Test(smtp_server, auth_plain_and_login_exchanges)
+{
+    struct fake *f = secure_start(SMTP_F_CAN_AUTH | SMTP_F_TLS, "198.51.100.7");
+
+    expect(f, "AUTH PLAIN\r\n", "503 5.5.1 Error: send EHLO first\r\n");
+    expect(f, "EHLO c\r\n", EHLO_AUTH);
+    expect(f, "AUTH\r\n", "501 5.5.4 Syntax: AUTH mechanism\r\n");
+    expect(f, "AUTH CRAM-MD5\r\n", "504 5.5.4 Unrecognized authentication type\r\n");
+    /* PLAIN without an initial response: 334, then the response */
+    expect(f, "AUTH PLAIN\r\n", "334 \r\n");
+    expect(f, "AGJvYgBwYXNz\r\n", "");
+    cr_assert_str_eq(f->auth_user, "bob");
+    cr_assert_eq(f->auth_plen, 4);
+    cr_assert_eq(memcmp(f->auth_pass, "pass", 4), 0);
+    /* input waits while the password is checked */
+    cr_assert_eq(smtp_session_input(&f->s, "NOOP\r\n", 6), 0);
+    smtp_session_auth_done(&f->s, false);
+    cr_assert_str_eq(take(f), "535 5.7.8 Error: authentication failed\r\n");
+    cr_assert_eq(f->nlimit[SMTP_LIMIT_AUTH_FAIL], 1);
+    /* aborted, undecodable, malformed */
+    expect(f, "AUTH LOGIN\r\n", "334 VXNlcm5hbWU6\r\n");
+    expect(f, "*\r\n", "501 5.7.0 Authentication aborted\r\n");
+    expect(f, "AUTH PLAIN !!!!\r\n", "501 5.5.2 Error: cannot decode response\r\n");
+    expect(f, "AUTH PLAIN YWJj\r\n", "501 5.5.2 Error: malformed PLAIN response\r\n");
+    /* authzid must be empty or the user itself */
+    expect(f, "AUTH PLAIN bWFsbG9yeQBib2IAcGFzcw==\r\n",
+           "535 5.7.8 Error: authentication failed\r\n");
+    cr_assert_eq(f->nverify, 1);
+    /* LOGIN, with a pipelined NOOP that waits for the verdict */
+    expect(f, "AUTH LOGIN\r\n", "334 VXNlcm5hbWU6\r\n");
+    expect(f, "Y2Fyb2w=\r\n", "334 UGFzc3dvcmQ6\r\n");
+    expect(f, "czNjcjN0\r\nNOOP\r\n", "");
+    cr_assert_str_eq(f->auth_user, "carol");
+    cr_assert_eq(memcmp(f->auth_pass, "s3cr3t", 6), 0);
+    smtp_session_auth_done(&f->s, true);
+    cr_assert_str_eq(take(f), "235 2.7.0 Authentication successful\r\n");
+    pump(f);
+    cr_assert_str_eq(take(f), "250 2.0.0 Ok\r\n");
+    expect(f, "AUTH PLAIN =\r\n", "503 5.5.1 Error: already authenticated\r\n");
+    /* RFC 3207: a new EHLO keeps AUTH; it is not offered again */
+    cr_assert(f->s.flags & SMTP_F_AUTHED);
+    fake_free(f);
+}
+
+Test(smtp_server, auth_failures_cut_the_client_off)
+{
+    struct fake *f = secure_start(SMTP_F_CAN_AUTH | SMTP_F_TLS, "198.51.100.7");
+
+    expect(f, "EHLO c\r\n", EHLO_AUTH);
+    for (int i = 0; i < 2; i++) {
+        expect(f, "AUTH PLAIN AGJvYgB4\r\n", "");
+        smtp_session_auth_done(&f->s, false);
+        cr_assert_str_eq(take(f), "535 5.7.8 Error: authentication failed\r\n");
+    }
+    expect(f, "AUTH PLAIN AGJvYgB4\r\n", "");
+    smtp_session_auth_done(&f->s, false);
+    cr_assert_str_eq(take(f), "535 5.7.8 Error: authentication failed\r\n"
+                              "421 4.7.0 mx.test Error: too many authentication failures\r\n");
+    cr_assert(f->s.flags & SMTP_F_CLOSE);
+    fake_free(f);
+
+    /* the client's failure rate across sessions (the driver's limit) cuts off at once */
+    f = secure_start(SMTP_F_CAN_AUTH | SMTP_F_TLS, "198.51.100.7");
+    f->deny[SMTP_LIMIT_AUTH_FAIL] = true;
+    expect(f, "EHLO c\r\nAUTH PLAIN AGJvYgB4\r\n", EHLO_AUTH);
+    smtp_session_auth_done(&f->s, false);
+    cr_assert_str_eq(take(f), "535 5.7.8 Error: authentication failed\r\n"
+                              "421 4.7.0 mx.test Error: too many authentication failures\r\n");
+    fake_free(f);
+}
+
+Test(smtp_server, auth_over_plaintext_only_for_mynetworks_when_allowed)
+{
+    struct fake *f = fake_new();
+    char err[CONFIG_ERR_MAX];
+
+    cr_assert_eq(config_set(&f->cfg, "mynetworks=127.0.0.0/8", err, sizeof(err)), 0, "%s", err);
+    f->cfg.smtpd_tls_auth_only = false;
+    f->cfg.smtpd_auth_failure_limit = 3;
+    smtp_session_init(&f->s, &f->cfg, &fake_ops, f, "127.0.0.1");
+    f->s.flags |= SMTP_F_CAN_AUTH;
+    smtp_session_greet(&f->s);
+    take(f);
+    expect(f, "EHLO c\r\n", EHLO_AUTH);
+    fake_free(f);
+
+    f = fake_new();
+    cr_assert_eq(config_set(&f->cfg, "mynetworks=127.0.0.0/8", err, sizeof(err)), 0, "%s", err);
+    f->cfg.smtpd_tls_auth_only = false;
+    smtp_session_init(&f->s, &f->cfg, &fake_ops, f, "198.51.100.7");
+    f->s.flags |= SMTP_F_CAN_AUTH;
+    smtp_session_greet(&f->s);
+    take(f);
+    expect(f, "EHLO c\r\n", EHLO_REPLY);
+    fake_free(f);
+}
+
+Test(smtp_server, submission_requires_auth_and_authenticated_may_relay)
+{
+    struct fake *f = secure_start(SMTP_F_CAN_AUTH | SMTP_F_TLS | SMTP_F_SUBMISSION, "127.0.0.1");
+
+    /* even mynetworks must authenticate on submission */
+    expect(f, "EHLO c\r\nMAIL FROM:<a@b.example>\r\n",
+           EHLO_AUTH "530 5.7.0 Authentication required\r\n");
+    expect(f, "AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n", "");
+    smtp_session_auth_done(&f->s, true);
+    take(f);
+    expect(f, "MAIL FROM:<alice@b.example> AUTH=<>\r\nRCPT TO:<x@anywhere.example>\r\n",
+           "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n");
+    fake_free(f);
+
+    /* an outside client that is not authenticated cannot relay */
+    f = secure_start(SMTP_F_CAN_AUTH | SMTP_F_TLS, "198.51.100.7");
+    expect(f, "EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<x@anywhere.example>\r\n",
+           EHLO_AUTH "250 2.1.0 Ok\r\n554 5.7.1 <x@anywhere.example>: Relay access denied\r\n");
+    fake_free(f);
+}
+
+Test(smtp_server, tls_security_level_encrypt)
+{
+    struct fake *f = fake_new();
+
+    f->cfg.smtpd_tls_security_level = SMTPD_TLS_ENCRYPT;
+    smtp_session_init(&f->s, &f->cfg, &fake_ops, f, "192.0.2.1");
+    f->s.flags |= SMTP_F_CAN_TLS | SMTP_F_CAN_AUTH;
+    smtp_session_greet(&f->s);
+    take(f);
+    expect(f, "EHLO c\r\nMAIL FROM:<a@b.example>\r\nAUTH PLAIN =\r\n",
+           EHLO_TLS "530 5.7.0 Must issue a STARTTLS command first\r\n"
+                    "530 5.7.0 Must issue a STARTTLS command first\r\n");
+    fake_free(f);
+}
+
+Test(smtp_server, client_rate_limits)
+{
+    struct fake *f = ready(NULL);
+
+    f->deny[SMTP_LIMIT_MESSAGE] = true;
+    expect(f, "MAIL FROM:<a@b.example>\r\n", "450 4.7.1 Error: too much mail from 192.0.2.1\r\n");
+    f->deny[SMTP_LIMIT_MESSAGE] = false;
+    f->deny[SMTP_LIMIT_RCPT] = true;
+    expect(f, "MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\n",
+           "250 2.1.0 Ok\r\n450 4.7.1 Error: too many recipients from 192.0.2.1\r\n");
+    cr_assert_eq(f->nlimit[SMTP_LIMIT_MESSAGE], 2);
+    cr_assert_eq(f->nlimit[SMTP_LIMIT_RCPT], 1);
+    fake_free(f);
+
+    f = fake_new();
+    fake_start(f, false);
+    smtp_session_client_limit(&f->s);
+    cr_assert_str_eq(take(f), "421 4.7.0 mx.test Error: too many connections from 192.0.2.1\r\n");
+    cr_assert(f->s.flags & SMTP_F_CLOSE);
+    fake_free(f);
+}
+
+Test(smtp_server, proxy_address_sets_trust)
+{
+    struct fake *f = fake_new();
+    char err[CONFIG_ERR_MAX];
+
+    cr_assert_eq(config_set(&f->cfg, "mynetworks=127.0.0.0/8", err, sizeof(err)), 0, "%s", err);
+    smtp_session_init(&f->s, &f->cfg, &fake_ops, f, "127.0.0.1");
+    cr_assert(f->s.flags & SMTP_F_TRUSTED);
+    smtp_session_set_client(&f->s, "203.0.113.9");
+    cr_assert_not(f->s.flags & SMTP_F_TRUSTED);
+    cr_assert_str_eq(f->s.client, "203.0.113.9");
+    fake_free(f);
 }
