@@ -2367,10 +2367,11 @@ config_finish(struct ringmail_config *cfg, char *err, size_t errlen)
                      "tls_cert_file and tls_key_file to be set");
             return -1;
         }
-        if (la->kind == LISTEN_SUBMISSION && cfg->smtpd_sasl_password_file[0] == '\0') {
+        if (la->kind != LISTEN_SMTP && cfg->smtpd_sasl_password_file[0] == '\0') {
             snprintf(err, errlen,
-                     "key 'submission_listen': submission requires AUTH; expected "
-                     "smtpd_sasl_password_file to be set");
+                     "key '%s': submission requires AUTH; expected smtpd_sasl_password_file "
+                     "to be set",
+                     listen_key_name(la->kind));
             return -1;
         }
     }

@@ -15,9 +15,16 @@
  * Output: replies gather in a 4 KiB tx buffer lent from the pool; at the end
  * of the loop turn one send carries the whole batch.
  *
- * This file is the place where a TLS filter slots in: conn_input() would take
- * plaintext from SSL_read over a memory BIO fed by conn_on_recv(), and
- * conn_flush() would send SSL_write's ciphertext instead of tx.
+ * TLS (net/tls.h) is a filter between the two: received octets go into the
+ * connection's memory BIO and the plaintext that SSL_read gives back goes to
+ * conn_input(), only while the session can take more (what is not decrypted
+ * yet waits in the BIO, bounded like the carry by the paused recv); replies
+ * are encrypted at flush time and the ciphertext is sent from tls_out.
+ *
+ * STARTTLS: once the session has sent its 220 (SMTP_F_STARTTLS), every octet
+ * received in plaintext after the command, in the carry or in the same
+ * buffer, is thrown away (CVE-2011-0411), the 220 and the replies before it
+ * go out in clear (tx_plain), and what arrives next is the handshake.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -26,11 +33,14 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <openssl/ssl.h>
+
 #include "core/compiler.h"
 #include "core/log.h"
 #include "net/reactor.h"
 
 static void conn_close(struct reactor *r, struct conn *c, bool drop_output);
+static void starttls_begin(struct reactor *r, struct conn *c, size_t dropped);
 
 /* ---- session ops ---- */
 
@@ -235,10 +245,17 @@ drain_carry(struct reactor *r, struct conn *c)
     while (c->carry_len > 0 && !(c->flags & CONN_F_CLOSING) && smtp_session_wants_input(&c->sess)) {
         size_t used = smtp_session_input(&c->sess, c->carry, c->carry_len);
 
-        if (used == 0)
+        if (used == 0 && !(c->sess.flags & SMTP_F_STARTTLS))
             break;
         memmove(c->carry, c->carry + used, c->carry_len - used);
         c->carry_len -= (uint32_t)used;
+        if ((c->sess.flags & SMTP_F_STARTTLS) && c->tls.ssl == NULL) {
+            size_t dropped = c->carry_len;
+
+            c->carry_len = 0;
+            starttls_begin(r, c, dropped);
+            break;
+        }
     }
     carry_release(r, c);
     after_session(r, c);
@@ -252,6 +269,14 @@ conn_input(struct reactor *r, struct conn *c, const char *p, size_t n)
     c->deadline_ms = r->now_ms + smtp_session_timeout_ms(&c->sess);
     if (c->carry_len == 0 && smtp_session_wants_input(&c->sess))
         used = smtp_session_input(&c->sess, p, n);
+    if ((c->sess.flags & SMTP_F_STARTTLS) && c->tls.ssl == NULL) {
+        /* nothing sent behind STARTTLS in plaintext is ever read as a command */
+        starttls_begin(r, c, n - used + c->carry_len);
+        c->carry_len = 0;
+        carry_release(r, c);
+        after_session(r, c);
+        return;
+    }
     if (used < n && !(c->flags & CONN_F_CLOSING)) {
         if (!carry_append(r, c, p + used, n - used)) {
             /* only a client that keeps sending while we told TCP to hold it back gets here */
@@ -268,10 +293,104 @@ conn_input(struct reactor *r, struct conn *c, const char *p, size_t n)
     after_session(r, c);
 }
 
+/* ---- TLS ---- */
+
+static void
+tls_failed(struct reactor *r, struct conn *c, const char *why)
+{
+    STAT_INC(r, tls_failures, 1);
+    log_msg(LOG_INFO, "event=tls_error reactor=%u sid=%016" PRIx64 " client=%s reason=\"%s\"",
+            r->index, c->sid, c->sess.client, why);
+    conn_close(r, c, true); /* an alert may wait in the BIO: conn_flush() sends it */
+}
+
+static void
+tls_established(struct reactor *r, struct conn *c)
+{
+    char desc[SMTP_TLS_DESC_MAX];
+    bool resumed = tls_conn_resumed(&c->tls);
+
+    tls_conn_describe(&c->tls, desc, sizeof(desc));
+    STAT_INC(r, tls_handshakes, 1);
+    if (resumed)
+        STAT_INC(r, tls_resumed, 1);
+    log_msg(LOG_INFO, "event=tls reactor=%u sid=%016" PRIx64 " client=%s tls=\"%s\" resumed=%s",
+            r->index, c->sid, c->sess.client, desc, resumed ? "yes" : "no");
+    smtp_session_tls_started(&c->sess, desc);
+    if (c->kind == LISTEN_SMTPS) {
+        /* implicit TLS: the greeting is the first thing the client reads inside TLS */
+        c->flags |= CONN_F_GREETED;
+        smtp_session_greet(&c->sess);
+    }
+    c->deadline_ms = r->now_ms + smtp_session_timeout_ms(&c->sess);
+}
+
+/* Decrypt what the BIO holds while the session can take it; drive the handshake first. */
+static void
+tls_pump(struct reactor *r, struct conn *c)
+{
+    char plain[16384], err[TLS_ERR_MAX];
+
+    if (!c->tls.done) {
+        int rc = tls_conn_handshake(&c->tls, err, sizeof(err));
+
+        if (rc < 0) {
+            tls_failed(r, c, err);
+            return;
+        }
+        conn_mark_dirty(r, c); /* handshake records to send */
+        if (rc == 0)
+            return;
+        tls_established(r, c);
+    }
+    while (!(c->flags & CONN_F_CLOSING) && can_read(r, c)) {
+        long n = tls_conn_read(&c->tls, plain, sizeof(plain), err, sizeof(err));
+
+        if (n == 0)
+            break;
+        if (n < 0) {
+            if (c->tls.eof) {
+                c->flags |= CONN_F_EOF;
+                conn_close(r, c, true);
+            } else {
+                tls_failed(r, c, err);
+            }
+            break;
+        }
+        conn_input(r, c, plain, (size_t)n);
+    }
+    conn_mark_dirty(r, c);
+}
+
+/* Start the server side of TLS on c (implicit TLS, or after the 220 to STARTTLS). */
+static bool
+tls_start(struct reactor *r, struct conn *c)
+{
+    SSL_CTX *ctx = atomic_load_explicit(&tls_server_ctx, memory_order_acquire);
+    char err[TLS_ERR_MAX];
+
+    if (ctx == NULL || tls_conn_server(&c->tls, ctx, err, sizeof(err)) < 0) {
+        tls_failed(r, c, ctx == NULL ? "no certificate loaded" : err);
+        return false;
+    }
+    return true;
+}
+
+static void
+starttls_begin(struct reactor *r, struct conn *c, size_t dropped)
+{
+    if (dropped > 0)
+        log_msg(LOG_WARN,
+                "event=starttls_injection reactor=%u sid=%016" PRIx64 " client=%s discarded=%zu",
+                r->index, c->sid, c->sess.client, dropped);
+    c->tx_plain = c->tx_len - c->tx_off; /* the 220 and what precedes it go out in clear */
+    tls_start(r, c);
+}
+
 /* ---- events ---- */
 
 void
-conn_accepted(struct reactor *r, int fd)
+conn_accepted(struct reactor *r, int fd, unsigned listener)
 {
     struct sockaddr_storage ss;
     socklen_t sl = sizeof(ss);
@@ -310,8 +429,16 @@ conn_accepted(struct reactor *r, int fd)
     c->carry_len = c->tx_len = c->tx_off = c->tx_sending = 0;
     c->msg = NULL;
     c->next_dirty = NULL;
+    c->tx_plain = 0;
+    c->tls_out = NULL;
+    c->tls_out_len = c->tls_out_off = 0;
+    c->kind = r->cfg->listen[listener].kind;
     r->conns_used++;
     smtp_session_init(&c->sess, r->cfg, &conn_ops, c, addr);
+    if (c->kind != LISTEN_SMTPS && atomic_load_explicit(&tls_server_ctx, memory_order_relaxed))
+        c->sess.flags |= SMTP_F_CAN_TLS;
+    if (c->kind != LISTEN_SMTP)
+        c->sess.flags |= SMTP_F_SUBMISSION;
 
     open = atomic_fetch_add_explicit(&reactor_shared.connections, 1, memory_order_relaxed);
     c->flags |= CONN_F_COUNTED;
@@ -326,6 +453,11 @@ conn_accepted(struct reactor *r, int fd)
         return;
     }
     arm_recv(r, c);
+    c->deadline_ms = r->now_ms + r->cfg->smtpd_timeout;
+    if (c->kind == LISTEN_SMTPS) {
+        tls_start(r, c); /* the greeting follows the handshake */
+        return;
+    }
     /* the 220 goes out at the end of the next turn, once what the client may have
        sent before it (early talk) has had its completion */
     c->greet_at_ms = r->now_ms + r->cfg->smtpd_greeting_delay;
@@ -369,7 +501,12 @@ conn_on_recv(struct reactor *r, struct conn *c, const struct io_uring_cqe *cqe)
 
         if (cqe->res > 0 && !(c->flags & CONN_F_CLOSING)) {
             STAT_INC(r, bytes_in, (uint64_t)cqe->res);
-            conn_input(r, c, buf, (size_t)cqe->res);
+            if (c->tls.ssl != NULL) {
+                tls_conn_feed(&c->tls, buf, (size_t)cqe->res);
+                tls_pump(r, c);
+            } else {
+                conn_input(r, c, buf, (size_t)cqe->res);
+            }
         }
         /* always, before returning: a slow client never holds a provided buffer */
         io_uring_buf_ring_add(r->br, (void *)(uintptr_t)buf, RX_BUF_SIZE, (unsigned short)bid,
@@ -406,16 +543,26 @@ conn_on_recv(struct reactor *r, struct conn *c, const struct io_uring_cqe *cqe)
 void
 conn_on_send(struct reactor *r, struct conn *c, int res)
 {
-    c->flags &= ~CONN_F_SENDING;
+    bool cipher = c->flags & CONN_F_TX_TLS;
+
+    c->flags &= ~(CONN_F_SENDING | CONN_F_TX_TLS);
     if (res < 0) {
         c->tx_off = c->tx_len;
+        c->tls_out_off = c->tls_out_len;
         conn_close(r, c, true);
         conn_mark_dirty(r, c);
         return;
     }
-    c->tx_off += (uint32_t)res;
-    if (c->tx_off == c->tx_len)
-        c->tx_off = c->tx_len = 0;
+    if (cipher) {
+        c->tls_out_off += (uint32_t)res;
+        if (c->tls_out_off == c->tls_out_len)
+            c->tls_out_off = c->tls_out_len = 0;
+    } else {
+        c->tx_off += (uint32_t)res;
+        c->tx_plain -= MIN(c->tx_plain, (uint32_t)res);
+        if (c->tx_off == c->tx_len)
+            c->tx_off = c->tx_len = 0;
+    }
     conn_resume(r, c);
 }
 
@@ -433,12 +580,25 @@ conn_resume(struct reactor *r, struct conn *c)
     if (!(c->flags & CONN_F_CLOSING)) {
         c->deadline_ms = r->now_ms + smtp_session_timeout_ms(&c->sess);
         drain_carry(r, c);
+        if (c->tls.ssl != NULL && c->carry_len == 0 && !(c->flags & CONN_F_CLOSING))
+            tls_pump(r, c); /* plaintext that waited in the BIO while the session was busy */
         if (r->stopping && !(c->sess.flags & SMTP_F_WAIT_COMMIT))
             conn_close(r, c, false);
         if ((c->flags & CONN_F_RX_PAUSED) && !(c->flags & CONN_F_RECV) && can_read(r, c))
             arm_recv(r, c);
     }
     conn_mark_dirty(r, c);
+}
+
+static void
+send_buf(struct reactor *r, struct conn *c, const char *p, size_t n, bool cipher)
+{
+    struct io_uring_sqe *sqe = reactor_sqe(r);
+
+    io_uring_prep_send(sqe, c->fd, p, n, MSG_NOSIGNAL);
+    io_uring_sqe_set_data64(sqe, ud_make(c->gen, (uint32_t)(c - r->conns), OP_SEND));
+    c->flags |= CONN_F_SENDING | (cipher ? CONN_F_TX_TLS : 0);
+    c->inflight++;
 }
 
 void
@@ -448,23 +608,56 @@ conn_flush(struct reactor *r, struct conn *c)
 
     if (c->flags & (CONN_F_SENDING | CONN_F_CLOSED))
         return;
+    /* ciphertext already taken out of the BIO, partly sent */
+    if (c->tls_out != NULL && c->tls_out_len > c->tls_out_off) {
+        send_buf(r, c, c->tls_out + c->tls_out_off, c->tls_out_len - c->tls_out_off, true);
+        return;
+    }
     if (c->tx != NULL && c->tx_len > c->tx_off) {
         if (c->tx_off > 0) {
             memmove(c->tx, c->tx + c->tx_off, c->tx_len - c->tx_off);
             c->tx_len -= c->tx_off;
             c->tx_off = 0;
         }
-        sqe = reactor_sqe(r);
-        io_uring_prep_send(sqe, c->fd, c->tx, c->tx_len, MSG_NOSIGNAL);
-        io_uring_sqe_set_data64(sqe, ud_make(c->gen, (uint32_t)(c - r->conns), OP_SEND));
-        c->flags |= CONN_F_SENDING;
-        c->inflight++;
+        if (c->tls.ssl == NULL || c->tx_plain > 0) {
+            send_buf(r, c, c->tx, c->tls.ssl == NULL ? c->tx_len : MIN(c->tx_len, c->tx_plain),
+                     false);
+            return;
+        }
+        if (c->tls.done) {
+            char err[TLS_ERR_MAX];
+
+            if (tls_conn_write(&c->tls, c->tx, c->tx_len, err, sizeof(err)) < 0) {
+                c->tx_off = c->tx_len = 0;
+                tls_failed(r, c, err);
+            }
+            c->tx_off = c->tx_len = 0;
+        }
+    }
+    if (c->tls.ssl != NULL && c->tls.done && (c->flags & CONN_F_CLOSING) &&
+        !(c->flags & CONN_F_TLS_BYE) && c->tx_len == 0) {
+        c->flags |= CONN_F_TLS_BYE;
+        tls_conn_shutdown(&c->tls);
+    }
+    if (c->tls.ssl != NULL && tls_conn_out_pending(&c->tls) > 0) {
+        if (c->tls_out == NULL && (c->tls_out = buf_pool_get(&r->tls_pool)) == NULL) {
+            conn_close(r, c, true);
+            return;
+        }
+        c->tls_out_len = (uint32_t)tls_conn_out_take(&c->tls, c->tls_out, TLS_BUF_SIZE);
+        c->tls_out_off = 0;
+        send_buf(r, c, c->tls_out, c->tls_out_len, true);
         return;
     }
-    if (c->tx != NULL) {
+    if (c->tx != NULL && c->tx_len == 0) {
         buf_pool_put(&r->tx_pool, c->tx);
         c->tx = NULL;
         c->tx_len = c->tx_off = 0;
+    }
+    if (c->tls_out != NULL) {
+        buf_pool_put(&r->tls_pool, c->tls_out);
+        c->tls_out = NULL;
+        c->tls_out_len = c->tls_out_off = 0;
     }
     if ((c->flags & CONN_F_CLOSING) && c->msg == NULL) {
         if (c->flags & CONN_F_RECV)
@@ -527,6 +720,9 @@ conn_put(struct reactor *r, struct conn *c)
     smtp_session_fini(&c->sess);
     buf_pool_put(&r->tx_pool, c->tx);
     c->tx = NULL;
+    buf_pool_put(&r->tls_pool, c->tls_out);
+    c->tls_out = NULL;
+    tls_conn_free(&c->tls);
     c->carry_len = 0;
     carry_release(r, c);
     if (c->flags & CONN_F_COUNTED)

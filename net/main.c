@@ -32,6 +32,8 @@
 #include <jemalloc/jemalloc.h>
 #endif
 
+#include <openssl/ssl.h>
+
 #include "core/compiler.h"
 #include "core/config.h"
 #include "core/log.h"
@@ -376,6 +378,53 @@ reactors_free(struct reactor *reactors, unsigned n)
     free(reactors);
 }
 
+/*
+ * Wait until every reactor has turned its loop once more: a pointer a reactor
+ * loaded before (a TLS context it is about to SSL_new() from) is no longer
+ * in use after that. Reactors turn at least every tick (100 ms).
+ */
+static void
+reactors_quiesce(struct reactor *reactors, unsigned n)
+{
+    uint64_t seen[256];
+    unsigned m = MIN(n, (unsigned)ARRAY_SIZE(seen));
+
+    for (unsigned i = 0; i < m; i++)
+        seen[i] = atomic_load_explicit(&reactors[i].stats.loops, memory_order_acquire);
+    for (int tries = 0; tries < 100; tries++) {
+        bool all = true;
+
+        for (unsigned i = 0; i < m && all; i++)
+            all = atomic_load_explicit(&reactors[i].stats.loops, memory_order_acquire) > seen[i];
+        if (all)
+            return;
+        usleep(20000);
+    }
+}
+
+/* SIGHUP: certificates and keys again from their files; a bad pair keeps the old one. */
+static void
+reload_tls(const struct ringmail_config *cfg, struct reactor *reactors, unsigned n)
+{
+    SSL_CTX *old = atomic_load_explicit(&tls_server_ctx, memory_order_relaxed), *ctx;
+    char err[CONFIG_ERR_MAX];
+
+    if (cfg->tls_cert_file[0] == '\0')
+        return;
+    ctx = tls_server_ctx_new(cfg, old, err, sizeof(err));
+    if (ctx == NULL) {
+        log_msg(LOG_ERR,
+                "event=reload what=tls result=refused error=\"%s\" note=\"the "
+                "certificate in service stays\"",
+                err);
+        return;
+    }
+    atomic_store_explicit(&tls_server_ctx, ctx, memory_order_release);
+    reactors_quiesce(reactors, n);
+    tls_ctx_free(old);
+    log_msg(LOG_INFO, "event=reload what=tls result=ok cert=%s", cfg->tls_cert_file);
+}
+
 static int
 run(const struct ringmail_config *cfg)
 {
@@ -414,6 +463,15 @@ run(const struct ringmail_config *cfg)
         log_msg(LOG_WARN, "event=config durability=none note=\"messages are acknowledged before "
                           "they reach stable storage; a crash can lose them\"");
     raise_nofile(cfg->max_connections + 16u * n);
+    if (cfg->tls_cert_file[0] != '\0') {
+        SSL_CTX *ctx = tls_server_ctx_new(cfg, NULL, err, sizeof(err));
+
+        if (ctx == NULL) {
+            log_msg(LOG_ERR, "event=fatal what=tls error=\"%s\"", err);
+            return 1;
+        }
+        atomic_store_explicit(&tls_server_ctx, ctx, memory_order_release);
+    }
 
     /* every thread inherits this mask: signals are taken by sigwait() below only */
     sigemptyset(&sigs);
@@ -504,9 +562,11 @@ run(const struct ringmail_config *cfg)
         sig = (int)si.ssi_signo;
         if (sig == SIGTERM || sig == SIGINT)
             break;
-        if (sig == SIGHUP)
-            log_msg(LOG_INFO, "event=sighup note=\"configuration reload is not supported yet; "
-                              "restart to apply changes\"");
+        if (sig == SIGHUP) {
+            log_msg(LOG_INFO, "event=sighup note=\"reloading certificates; other configuration "
+                              "changes need a restart\"");
+            reload_tls(cfg, reactors, n);
+        }
     }
     if (cfd >= 0) {
         struct sockaddr_un sun;
@@ -553,6 +613,7 @@ run(const struct ringmail_config *cfg)
     }
     free(reactors);
     free(workers);
+    tls_ctx_free(atomic_exchange(&tls_server_ctx, NULL));
     q_mesh_fini(&to_workers);
     q_mesh_fini(&from_workers);
     return 0;

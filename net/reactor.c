@@ -267,6 +267,7 @@ reactor_init(struct reactor *r)
     r->free_head = 0;
 
     if (buf_pool_init(&r->tx_pool, TX_BUF_SIZE, 1024) < 0 ||
+        buf_pool_init(&r->tls_pool, TLS_BUF_SIZE, 64) < 0 ||
         buf_pool_init(&r->carry_pool, cfg->command_line_limit + CARRY_EXTRA, 64) < 0 ||
         buf_pool_init(&r->chunk_pool, BODY_CHUNK, 256) < 0) {
         rc = -ENOMEM;
@@ -309,7 +310,7 @@ handle_cqe(struct reactor *r, struct io_uring_cqe *cqe)
             if (r->stopping)
                 close(cqe->res);
             else
-                conn_accepted(r, cqe->res);
+                conn_accepted(r, cqe->res, index);
         } else if (cqe->res != -ECANCELED && !r->stopping) {
             log_msg(LOG_WARN, "event=accept_error reactor=%u error=\"%s\"", r->index,
                     strerror(-cqe->res));
@@ -447,6 +448,7 @@ reactor_fini(struct reactor *r)
             qmsg_free(q);
     }
     buf_pool_fini(&r->tx_pool);
+    buf_pool_fini(&r->tls_pool);
     buf_pool_fini(&r->carry_pool);
     buf_pool_fini(&r->chunk_pool);
     free(r->conns);

@@ -21,6 +21,7 @@
 #include "core/config.h"
 #include "core/smtp_server.h"
 #include "net/logbuf.h"
+#include "net/tls.h"
 #include "queue/delivery.h"
 #include "queue/ring.h"
 #include "queue/spool.h"
@@ -28,6 +29,7 @@
 #define RX_BUF_SIZE   4096u  /* provided buffer size */
 #define RX_BUF_COUNT  1024u  /* provided buffers per reactor (power of two) */
 #define TX_BUF_SIZE   4096u  /* a connection's reply buffer, lent while it holds replies */
+#define TLS_BUF_SIZE  16384u /* ciphertext on its way out, lent while it holds octets */
 #define BODY_CHUNK    65536u /* body chunk: one DATA record, header included */
 #define SYNC_BATCHES  4      /* group commits in flight at once per reactor */
 #define BODY_INFLIGHT 2      /* chunk writes in flight per message before reading pauses */
@@ -66,6 +68,9 @@ enum conn_flag {
     CONN_F_DIRTY = 1u << 7,     /* on the reactor's flush list */
     CONN_F_COUNTED = 1u << 8,   /* counted against max_connections */
     CONN_F_EOF = 1u << 9,       /* the client closed its side */
+    CONN_F_TX_TLS = 1u << 10,   /* the send in flight carries ciphertext (tls_out) */
+    CONN_F_TLS_BYE = 1u << 11,  /* close_notify queued */
+    CONN_F_PROXY = 1u << 12,    /* waiting for the PROXY protocol header */
 };
 
 struct segment;
@@ -95,6 +100,13 @@ struct conn {
 
     char *tx; /* NULL when nothing is queued */
     uint32_t tx_len, tx_off, tx_sending;
+    uint32_t tx_plain; /* octets at the front of tx that go out in clear (the 220 to STARTTLS) */
+    uint8_t kind;      /* enum config_listen_kind of the listener that accepted it */
+
+    /* TLS: tls.ssl == NULL on a plaintext connection */
+    struct tls_conn tls;
+    char *tls_out; /* ciphertext being sent, lent from tls_pool; NULL when none */
+    uint32_t tls_out_len, tls_out_off;
 
     struct msg_io *msg; /* message being received, NULL if none */
     struct reactor *r;
@@ -147,7 +159,8 @@ struct spool_write {
 struct reactor_stats {
     /* written by the owning reactor only (relaxed), read by anyone */
     _Atomic uint64_t accepted, refused_busy, closed, msgs_accepted, msgs_refused, commit_errors,
-        fsyncs, enobufs, bytes_in, loops, cqes, bounces, segments_unlinked;
+        fsyncs, enobufs, bytes_in, loops, cqes, bounces, segments_unlinked, tls_handshakes,
+        tls_failures, tls_resumed;
 };
 
 struct reactor {
@@ -182,7 +195,7 @@ struct reactor {
     uint64_t next_sid;
 
     /* buffers recycled within this reactor */
-    struct buf_pool tx_pool, carry_pool, chunk_pool;
+    struct buf_pool tx_pool, carry_pool, chunk_pool, tls_pool;
 
     /* spool */
     int spool_dir_fd;
@@ -249,7 +262,7 @@ void reactor_join(struct reactor *r);
 
 /* --- internal to net/: connection glue (conn.c) and spool I/O (spool_io.c) --- */
 struct io_uring_sqe *reactor_sqe(struct reactor *r);
-void conn_accepted(struct reactor *r, int fd);
+void conn_accepted(struct reactor *r, int fd, unsigned listener);
 void conn_on_recv(struct reactor *r, struct conn *c, const struct io_uring_cqe *cqe);
 void conn_on_send(struct reactor *r, struct conn *c, int res);
 void conn_on_close(struct reactor *r, struct conn *c);

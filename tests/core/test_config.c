@@ -747,6 +747,7 @@ Test(config, listen_cross_key_checks)
 
     config_defaults(&cfg);
     set_ok(&cfg, "smtps_listen=127.0.0.1:465");
+    set_ok(&cfg, "smtpd_sasl_password_file=/p");
     cr_assert_eq(config_finish(&cfg, err, sizeof(err)), -1);
     cr_assert_str_eq(err, "key 'smtps_listen': implicit TLS needs a certificate; expected "
                           "tls_cert_file and tls_key_file to be set");
