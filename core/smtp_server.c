@@ -1201,6 +1201,15 @@ smtp_session_timeout(struct smtp_session *s)
 }
 
 void
+smtp_session_too_slow(struct smtp_session *s)
+{
+    if (s->flags & SMTP_F_CLOSE)
+        return;
+    reply(s, "421 4.4.2 %s Error: data rate too low", s->cfg->myhostname);
+    close_session(s);
+}
+
+void
 smtp_session_busy(struct smtp_session *s)
 {
     reply(s, "421 4.3.2 %s Error: too many connections", s->cfg->myhostname);

@@ -37,6 +37,8 @@
 
 #include "core/compiler.h"
 #include "core/log.h"
+#include "core/proxy.h"
+#include "core/route.h"
 #include "net/reactor.h"
 
 static void conn_close(struct reactor *r, struct conn *c, bool drop_output);
@@ -113,7 +115,35 @@ op_msg_abort(void *ctx)
     spool_io_msg_abort(c->r, c);
 }
 
+static bool
+op_limit(void *ctx, int event)
+{
+    static const enum limits_event ev[] = {
+        [SMTP_LIMIT_MESSAGE] = LIMITS_MESSAGE,
+        [SMTP_LIMIT_RCPT] = LIMITS_RCPT,
+        [SMTP_LIMIT_AUTH_FAIL] = LIMITS_AUTH_FAIL,
+    };
+    struct conn *c = ctx;
+    enum limits_verdict v;
+
+    if (c->lexempt || reactor_shared.limits == NULL)
+        return true;
+    BUG_ON(event < 0 || (size_t)event >= ARRAY_SIZE(ev));
+    v = limits_event(reactor_shared.limits, &c->lkey, ev[event], &reactor_shared.limits_conf,
+                     c->r->now_ms);
+    if (v != LIMITS_OK) {
+        STAT_INC(c->r, refused_limit, 1);
+        log_msg(LOG_INFO, "event=limit reactor=%u sid=%016" PRIx64 " client=%s limit=%s",
+                c->r->index, c->sid, c->sess.client,
+                v == LIMITS_MSG_RATE    ? "message_rate"
+                : v == LIMITS_RCPT_RATE ? "recipient_rate"
+                                        : "auth_failure_rate");
+    }
+    return v == LIMITS_OK;
+}
+
 static const struct smtp_server_ops conn_ops = {
+    .limit = op_limit,
     .reply = op_reply,
     .tx_room = op_tx_room,
     .msg_begin = op_msg_begin,
@@ -387,6 +417,114 @@ starttls_begin(struct reactor *r, struct conn *c, size_t dropped)
     tls_start(r, c);
 }
 
+/* ---- the client is known: limits, TLS, greeting ---- */
+
+static const char *
+verdict_name(enum limits_verdict v)
+{
+    switch (v) {
+    case LIMITS_CONN_COUNT:
+        return "connection_count";
+    case LIMITS_CONN_RATE:
+        return "connection_rate";
+    default:
+        return "other";
+    }
+}
+
+/* After accept, or after the PROXY header named the real client. False: refused. */
+static bool
+conn_start(struct reactor *r, struct conn *c)
+{
+    const struct ringmail_config *cfg = r->cfg;
+    const char *client = c->sess.client;
+
+    c->lexempt = (cfg->smtpd_client_limit_exempt_mynetworks && (c->sess.flags & SMTP_F_TRUSTED)) ||
+                 route_network_match(&cfg->smtpd_client_event_limit_exceptions, client);
+    if (!c->lexempt && reactor_shared.limits != NULL) {
+        enum limits_verdict v;
+
+        limits_key(&c->lkey, client, cfg->smtpd_client_ipv6_prefix_length);
+        v = limits_connect(reactor_shared.limits, &c->lkey, &reactor_shared.limits_conf, r->now_ms,
+                           &c->ltracked);
+        if (v != LIMITS_OK) {
+            STAT_INC(r, refused_limit, 1);
+            log_msg(LOG_INFO, "event=refused reason=%s reactor=%u sid=%016" PRIx64 " client=%s",
+                    verdict_name(v), r->index, c->sid, client);
+            if (c->kind == LISTEN_SMTPS) {
+                conn_close(r, c, true); /* no TLS for a refused client: just close */
+            } else {
+                smtp_session_client_limit(&c->sess);
+                after_session(r, c);
+            }
+            return false;
+        }
+    }
+    if (c->kind != LISTEN_SMTPS && atomic_load_explicit(&tls_server_ctx, memory_order_relaxed))
+        c->sess.flags |= SMTP_F_CAN_TLS;
+    if (c->kind != LISTEN_SMTP)
+        c->sess.flags |= SMTP_F_SUBMISSION;
+    c->deadline_ms = r->now_ms + cfg->smtpd_timeout;
+    if (c->kind == LISTEN_SMTPS)
+        return tls_start(r, c); /* the greeting follows the handshake */
+    /* the 220 goes out at the end of the next turn, once what the client may have
+       sent before it (early talk) has had its completion */
+    c->greet_at_ms = r->now_ms + cfg->smtpd_greeting_delay;
+    c->greet_loop = atomic_load_explicit(&r->stats.loops, memory_order_relaxed);
+    c->next_greet = r->greet;
+    r->greet = c;
+    r->greet_pending++;
+    return true;
+}
+
+/* Octets on a connection still waiting for its PROXY header; they collect in the carry. */
+static void
+proxy_input(struct reactor *r, struct conn *c, const char *p, size_t n)
+{
+    struct proxy_info pi;
+    const char *why = "";
+    size_t used = 0, rest;
+    enum proxy_result rc;
+
+    if (!carry_append(r, c, p, n)) {
+        conn_close(r, c, true);
+        return;
+    }
+    rc = proxy_parse(c->carry, c->carry_len, &pi, &used, &why);
+    if (rc == PROXY_NEED_MORE)
+        return;
+    if (rc == PROXY_BAD) {
+        STAT_INC(r, refused_proxy, 1);
+        log_msg(LOG_INFO,
+                "event=refused reason=proxy_header reactor=%u sid=%016" PRIx64
+                " peer=%s error=\"%s\"",
+                r->index, c->sid, c->sess.client, why);
+        conn_close(r, c, true);
+        return;
+    }
+    c->flags &= ~CONN_F_PROXY;
+    if (!pi.local) {
+        log_msg(LOG_DEBUG, "event=proxy reactor=%u sid=%016" PRIx64 " peer=%s client=%s v=%d",
+                r->index, c->sid, c->sess.client, pi.src_text, pi.version);
+        smtp_session_set_client(&c->sess, pi.src_text);
+    }
+    rest = c->carry_len - used;
+    memmove(c->carry, c->carry + used, rest);
+    c->carry_len = (uint32_t)rest;
+    if (!conn_start(r, c))
+        return;
+    if (rest > 0 && c->tls.ssl != NULL) {
+        /* implicit TLS: the ClientHello may follow the header in the same segment */
+        tls_conn_feed(&c->tls, c->carry, rest);
+        c->carry_len = 0;
+        carry_release(r, c);
+        tls_pump(r, c);
+        return;
+    }
+    carry_release(r, c);
+    after_session(r, c); /* plaintext behind the header is early talk: the session sees it */
+}
+
 /* ---- events ---- */
 
 void
@@ -435,10 +573,8 @@ conn_accepted(struct reactor *r, int fd, unsigned listener)
     c->kind = r->cfg->listen[listener].kind;
     r->conns_used++;
     smtp_session_init(&c->sess, r->cfg, &conn_ops, c, addr);
-    if (c->kind != LISTEN_SMTPS && atomic_load_explicit(&tls_server_ctx, memory_order_relaxed))
-        c->sess.flags |= SMTP_F_CAN_TLS;
-    if (c->kind != LISTEN_SMTP)
-        c->sess.flags |= SMTP_F_SUBMISSION;
+    c->ltracked = c->lexempt = false;
+    c->bytes_in = c->rate_mark_ms = c->rate_mark_bytes = 0;
 
     open = atomic_fetch_add_explicit(&reactor_shared.connections, 1, memory_order_relaxed);
     c->flags |= CONN_F_COUNTED;
@@ -452,20 +588,23 @@ conn_accepted(struct reactor *r, int fd, unsigned listener)
         after_session(r, c);
         return;
     }
-    arm_recv(r, c);
-    c->deadline_ms = r->now_ms + r->cfg->smtpd_timeout;
-    if (c->kind == LISTEN_SMTPS) {
-        tls_start(r, c); /* the greeting follows the handshake */
+    if (config_listen_proxy(r->cfg, &r->cfg->listen[listener])) {
+        if (!route_network_match(&r->cfg->proxy_trusted_networks, addr)) {
+            STAT_INC(r, refused_proxy, 1);
+            log_msg(LOG_WARN,
+                    "event=refused reason=proxy_untrusted reactor=%u peer=%s note=\"not in "
+                    "proxy_trusted_networks\"",
+                    r->index, addr);
+            conn_close(r, c, true);
+            return;
+        }
+        c->flags |= CONN_F_PROXY;
+        c->deadline_ms = r->now_ms + r->cfg->smtpd_upstream_proxy_timeout;
+        arm_recv(r, c);
         return;
     }
-    /* the 220 goes out at the end of the next turn, once what the client may have
-       sent before it (early talk) has had its completion */
-    c->greet_at_ms = r->now_ms + r->cfg->smtpd_greeting_delay;
-    c->greet_loop = atomic_load_explicit(&r->stats.loops, memory_order_relaxed);
-    c->deadline_ms = r->now_ms + r->cfg->smtpd_timeout;
-    c->next_greet = r->greet;
-    r->greet = c;
-    r->greet_pending++;
+    if (conn_start(r, c))
+        arm_recv(r, c);
 }
 
 void
@@ -501,7 +640,10 @@ conn_on_recv(struct reactor *r, struct conn *c, const struct io_uring_cqe *cqe)
 
         if (cqe->res > 0 && !(c->flags & CONN_F_CLOSING)) {
             STAT_INC(r, bytes_in, (uint64_t)cqe->res);
-            if (c->tls.ssl != NULL) {
+            c->bytes_in += (uint64_t)cqe->res;
+            if (c->flags & CONN_F_PROXY) {
+                proxy_input(r, c, buf, (size_t)cqe->res);
+            } else if (c->tls.ssl != NULL) {
                 tls_conn_feed(&c->tls, buf, (size_t)cqe->res);
                 tls_pump(r, c);
             } else {
@@ -688,11 +830,54 @@ conn_close(struct reactor *r, struct conn *c, bool drop_output)
     conn_mark_dirty(r, c);
 }
 
+/* smtpd_min_data_rate: measured over windows of DATA_RATE_WINDOW_MS, the first one free. */
+#define DATA_RATE_WINDOW_MS 10000u
+
+static bool
+too_slow(struct reactor *r, struct conn *c)
+{
+    uint64_t rate = r->cfg->smtpd_min_data_rate;
+
+    if (rate == 0 || (c->sess.state != SMTP_S_DATA && c->sess.state != SMTP_S_BDAT) ||
+        (c->sess.flags & SMTP_F_WAIT_COMMIT) || (c->flags & CONN_F_RX_PAUSED)) {
+        c->rate_mark_ms = 0;
+        return false;
+    }
+    if (c->rate_mark_ms == 0) {
+        c->rate_mark_ms = r->now_ms + DATA_RATE_WINDOW_MS; /* grace: the first window */
+        c->rate_mark_bytes = c->bytes_in;
+        return false;
+    }
+    if (r->now_ms < c->rate_mark_ms + DATA_RATE_WINDOW_MS)
+        return false;
+    if ((c->bytes_in - c->rate_mark_bytes) * 1000 < rate * (r->now_ms - c->rate_mark_ms))
+        return true;
+    c->rate_mark_ms = r->now_ms;
+    c->rate_mark_bytes = c->bytes_in;
+    return false;
+}
+
 void
 conn_tick(struct reactor *r, struct conn *c)
 {
+    if (!(c->flags & CONN_F_CLOSING) && too_slow(r, c)) {
+        STAT_INC(r, too_slow, 1);
+        log_msg(LOG_INFO,
+                "event=too_slow reactor=%u sid=%016" PRIx64 " client=%s min_rate=%" PRIu64,
+                r->index, c->sid, c->sess.client, r->cfg->smtpd_min_data_rate);
+        if (op_tx_room(c) >= SMTP_REPLY_MAX)
+            smtp_session_too_slow(&c->sess);
+        conn_close(r, c, false);
+        return;
+    }
     if ((c->flags & CONN_F_CLOSING) || c->deadline_ms == 0 || r->now_ms < c->deadline_ms)
         return;
+    if (c->flags & CONN_F_PROXY) {
+        log_msg(LOG_INFO, "event=refused reason=proxy_timeout reactor=%u peer=%s", r->index,
+                c->sess.client);
+        conn_close(r, c, true);
+        return;
+    }
     if (c->sess.flags & SMTP_F_WAIT_COMMIT)
         return; /* the spool is slow, not the client */
     log_msg(LOG_INFO, "event=timeout reactor=%u sid=%016" PRIx64 " client=%s state=%d", r->index,
@@ -727,6 +912,10 @@ conn_put(struct reactor *r, struct conn *c)
     carry_release(r, c);
     if (c->flags & CONN_F_COUNTED)
         atomic_fetch_sub_explicit(&reactor_shared.connections, 1, memory_order_relaxed);
+    if (c->ltracked) {
+        limits_disconnect(reactor_shared.limits, &c->lkey);
+        c->ltracked = false;
+    }
     log_msg(LOG_DEBUG, "event=disconnect reactor=%u sid=%016" PRIx64 " client=%s", r->index, c->sid,
             c->sess.client);
     STAT_INC(r, closed, 1);

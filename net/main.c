@@ -463,6 +463,24 @@ run(const struct ringmail_config *cfg)
         log_msg(LOG_WARN, "event=config durability=none note=\"messages are acknowledged before "
                           "they reach stable storage; a crash can lose them\"");
     raise_nofile(cfg->max_connections + 16u * n);
+    {
+        /* clients tracked by the limit table: room for every connection 4 times over */
+        uint64_t cap = MAX((uint64_t)cfg->max_connections * 4, (uint64_t)65536);
+
+        reactor_shared.limits_conf = (struct limits_conf){
+            .conn_count = cfg->smtpd_client_connection_count_limit,
+            .conn_rate = cfg->smtpd_client_connection_rate_limit,
+            .msg_rate = cfg->smtpd_client_message_rate_limit,
+            .rcpt_rate = cfg->smtpd_client_recipient_rate_limit,
+            .auth_fail_rate = cfg->smtpd_client_auth_failure_rate_limit,
+            .v6_prefix = cfg->smtpd_client_ipv6_prefix_length,
+        };
+        reactor_shared.limits = limits_new((unsigned)MIN(cap, (uint64_t)LIMITS_MAX_CAPACITY));
+        if (reactor_shared.limits == NULL) {
+            log_msg(LOG_ERR, "event=fatal what=memory note=\"limit table\"");
+            return 1;
+        }
+    }
     if (cfg->tls_cert_file[0] != '\0') {
         SSL_CTX *ctx = tls_server_ctx_new(cfg, NULL, err, sizeof(err));
 
@@ -614,6 +632,8 @@ run(const struct ringmail_config *cfg)
     free(reactors);
     free(workers);
     tls_ctx_free(atomic_exchange(&tls_server_ctx, NULL));
+    limits_free(reactor_shared.limits);
+    reactor_shared.limits = NULL;
     q_mesh_fini(&to_workers);
     q_mesh_fini(&from_workers);
     return 0;

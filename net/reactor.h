@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "core/config.h"
+#include "core/limits.h"
 #include "core/smtp_server.h"
 #include "net/logbuf.h"
 #include "net/tls.h"
@@ -103,6 +104,14 @@ struct conn {
     uint32_t tx_plain; /* octets at the front of tx that go out in clear (the 220 to STARTTLS) */
     uint8_t kind;      /* enum config_listen_kind of the listener that accepted it */
 
+    /* per-client limits (core/limits.h) */
+    struct limits_key lkey;
+    bool ltracked; /* limits_connect() counted it: limits_disconnect() at the end */
+    bool lexempt;  /* mynetworks or smtpd_client_event_limit_exceptions */
+
+    /* smtpd_min_data_rate: octets received, and a mark at the start of the window */
+    uint64_t bytes_in, rate_mark_ms, rate_mark_bytes;
+
     /* TLS: tls.ssl == NULL on a plaintext connection */
     struct tls_conn tls;
     char *tls_out; /* ciphertext being sent, lent from tls_pool; NULL when none */
@@ -160,7 +169,7 @@ struct reactor_stats {
     /* written by the owning reactor only (relaxed), read by anyone */
     _Atomic uint64_t accepted, refused_busy, closed, msgs_accepted, msgs_refused, commit_errors,
         fsyncs, enobufs, bytes_in, loops, cqes, bounces, segments_unlinked, tls_handshakes,
-        tls_failures, tls_resumed;
+        tls_failures, tls_resumed, refused_limit, refused_proxy, too_slow;
 };
 
 struct reactor {
@@ -246,6 +255,8 @@ struct reactor {
 /* Process-wide state the reactors share (any thread; relaxed atomics). */
 struct reactor_shared {
     _Atomic unsigned connections; /* open client connections, all reactors */
+    struct limits *limits;        /* per-client limits; set before the reactors start */
+    struct limits_conf limits_conf;
 };
 
 extern struct reactor_shared reactor_shared;
