@@ -103,7 +103,7 @@ start_server() {
     mkdir -p "$dir"
     case $kind in
     ringmail-none|ringmail-fsync)
-        "$BIN" -o "listen=127.0.0.1:$port" -o "spool_dir=$dir/spool" \
+        "$BIN" -o "listen=127.0.0.1:$port" -o "spool_dir=$dir/spool" -o user=root \
             -o "durability=${kind#ringmail-}" -o "reactors=$REACTORS" \
             -o max_connections=20000 -o myhostname=bench.example \
             -o delivery=hold \

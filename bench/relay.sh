@@ -265,7 +265,7 @@ start_sink() {
 start_ringmail() {
     local sinkport=$1 port
     port=$(free_port)
-    "$BIN" -o "listen=127.0.0.1:$port" -o "spool_dir=$work/ringmail/spool" \
+    "$BIN" -o "listen=127.0.0.1:$port" -o "spool_dir=$work/ringmail/spool" -o user=root \
         -o durability=fsync -o "reactors=$REACTORS" -o "workers=$WORKERS" \
         -o "relayhost=[127.0.0.1]:$sinkport" -o max_connections=20000 \
         -o myhostname=ringmail.bench.example \

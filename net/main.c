@@ -20,6 +20,9 @@
 #include <poll.h>
 #include <liburing.h>
 #include <signal.h>
+#include <ftw.h>
+#include <grp.h>
+#include <pwd.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -37,6 +40,7 @@
 #include "core/compiler.h"
 #include "core/config.h"
 #include "core/log.h"
+#include "core/route.h"
 #include "net/reactor.h"
 #include "net/tls.h"
 #include "net/util.h"
@@ -425,6 +429,81 @@ reload_tls(const struct ringmail_config *cfg, struct reactor *reactors, unsigned
     log_msg(LOG_INFO, "event=reload what=tls result=ok cert=%s", cfg->tls_cert_file);
 }
 
+/* ---- privileges ---- */
+
+static uid_t chown_uid;
+static gid_t chown_gid;
+
+static int
+chown_one(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+    (void)st;
+    (void)type;
+    (void)ftw;
+    if (lchown(path, chown_uid, chown_gid) < 0)
+        log_msg(LOG_WARN, "event=chown path=%s error=\"%s\"", path, strerror(errno));
+    return 0;
+}
+
+/*
+ * Started as root: give the spool and the Maildirs to `user`, then become it
+ * (primary group, no supplementary groups) before any thread starts. The
+ * listening sockets are already bound and the TLS key already read.
+ * 0, or -1 after logging why.
+ */
+static int
+drop_privileges(const struct ringmail_config *cfg)
+{
+    struct passwd pw, *res = NULL;
+    char buf[4096];
+    int rc;
+
+    if (geteuid() != 0)
+        return 0;
+    if (strcmp(cfg->user, "root") == 0) {
+        log_msg(LOG_WARN, "event=config user=root note=\"running as root, as configured; set "
+                          "user to an unprivileged account\"");
+        return 0;
+    }
+    rc = getpwnam_r(cfg->user, &pw, buf, sizeof(buf), &res);
+    if (res == NULL) {
+        log_msg(LOG_ERR, "event=fatal what=user key=user user=%s error=\"%s\"", cfg->user,
+                rc != 0 ? strerror(rc) : "no such account");
+        return -1;
+    }
+    if (pw.pw_uid == 0) {
+        log_msg(LOG_ERR,
+                "event=fatal what=user key=user user=%s error=\"the account has uid 0; "
+                "use user: root to run as root\"",
+                cfg->user);
+        return -1;
+    }
+    chown_uid = pw.pw_uid;
+    chown_gid = pw.pw_gid;
+    (void)nftw(cfg->spool_dir, chown_one, 16, FTW_PHYS);
+    for (unsigned i = 0; i < route_count(cfg); i++) {
+        const struct route *rt = route_at(cfg, i);
+
+        for (unsigned j = 0; j < route_nhops(rt); j++) {
+            const struct config_nexthop *h = route_hop(rt, j);
+
+            if (h->transport == TRANSPORT_MAILDIR)
+                (void)nftw(h->path, chown_one, 16, FTW_PHYS);
+        }
+    }
+    if (setgroups(0, NULL) < 0 || setgid(pw.pw_gid) < 0 || setuid(pw.pw_uid) < 0) {
+        log_msg(LOG_ERR, "event=fatal what=user user=%s error=\"%s\"", cfg->user, strerror(errno));
+        return -1;
+    }
+    if (setuid(0) == 0) { /* must be impossible now */
+        log_msg(LOG_ERR, "event=fatal what=user error=\"could regain root\"");
+        return -1;
+    }
+    log_msg(LOG_INFO, "event=privileges user=%s uid=%u gid=%u", cfg->user, (unsigned)pw.pw_uid,
+            (unsigned)pw.pw_gid);
+    return 0;
+}
+
 static int
 run(const struct ringmail_config *cfg)
 {
@@ -531,6 +610,10 @@ run(const struct ringmail_config *cfg)
             reactors_free(reactors, i + 1);
             return 1;
         }
+    }
+    if (drop_privileges(cfg) < 0) {
+        reactors_free(reactors, n);
+        return 1;
     }
     for (unsigned i = 0; i < nw; i++) {
         rc = worker_start(&workers[i]);

@@ -123,8 +123,10 @@ class Server:
         a = [self.bin]
         if self.config:
             a += ["-c", self.config]
+        # the tests run as root with spools under 0700 temporary folders: keep root
+        # (test_privileges.py runs the privilege drop itself)
         o = {"listen": "%s:%d" % (LOOPBACK, self.port), "spool_dir": self.spool,
-             "myhostname": "rmtest.example"}
+             "myhostname": "rmtest.example", "user": "root"}
         if self.hold and "delivery" not in self.opts:
             o["delivery"] = "hold"
         o.update(self.opts)
@@ -715,3 +717,42 @@ def _cleanup():
         return
     for d in _tempdirs:
         shutil.rmtree(d, ignore_errors=True)
+
+
+# ---- certificates for the TLS tests (openssl's command line) ----
+
+def make_ca(d, name="rmtest CA"):
+    """A CA certificate and key in folder d: (cert, key)."""
+    cert, key = os.path.join(d, "ca.pem"), os.path.join(d, "ca.key")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", cert, "-days",
+                    "2", "-subj", "/CN=%s" % name, "-addext", "basicConstraints=critical,CA:TRUE",
+                    "-addext", "keyUsage=critical,keyCertSign"],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
+    return cert, key
+
+
+def make_cert(d, cn, sans, ca=None, prefix="leaf"):
+    """A leaf certificate (EC P-256) for cn with subjectAltName entries sans
+    ("DNS:x", "IP:127.0.0.1"), signed by ca=(cert, key) or self-signed: (cert, key)."""
+    cert, key = os.path.join(d, prefix + ".pem"), os.path.join(d, prefix + ".key")
+    ext = os.path.join(d, prefix + ".ext")
+    with open(ext, "w") as f:
+        f.write("subjectAltName=%s\nbasicConstraints=CA:FALSE\n" % ",".join(sans))
+    if ca is None:
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", cert,
+                        "-days", "2", "-subj", "/CN=%s" % cn, "-addext",
+                        "subjectAltName=%s" % ",".join(sans)],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       timeout=30)
+        return cert, key
+    csr = os.path.join(d, prefix + ".csr")
+    subprocess.run(["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", csr, "-subj",
+                    "/CN=%s" % cn], check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, timeout=30)
+    subprocess.run(["openssl", "x509", "-req", "-in", csr, "-CA", ca[0], "-CAkey", ca[1],
+                    "-CAcreateserial", "-out", cert, "-days", "2", "-extfile", ext],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
+    return cert, key
