@@ -16,6 +16,7 @@ endmacro()
 ringmail_require_pkg(URING "liburing>=2.3" liburing-dev)
 ringmail_require_pkg(YAML yaml-0.1 libyaml-dev)
 ringmail_require_pkg(XXHASH libxxhash libxxhash-dev)
+ringmail_require_pkg(CRYPT libcrypt libcrypt-dev) # libxcrypt: crypt_rn, crypt_checksalt
 if(RINGMAIL_USE_JEMALLOC)
   ringmail_require_pkg(JEMALLOC jemalloc libjemalloc-dev)
 endif()

@@ -4,7 +4,7 @@
 #   sh deploy/debian-packages.sh test     # also what the tests and benchmarks use
 set -eu
 BUILD="build-essential cmake ninja-build pkg-config liburing-dev android-libboringssl-dev \
-libjemalloc-dev libcriterion-dev libcyaml-dev libyaml-dev libxxhash-dev"
+libjemalloc-dev libcriterion-dev libcyaml-dev libyaml-dev libxxhash-dev libcrypt-dev"
 TEST="python3 swaks postfix clang-format"
 
 want="$BUILD"
