@@ -1257,12 +1257,18 @@ smtp_session_tls_started(struct smtp_session *s, const char *desc)
 }
 
 void
-smtp_session_auth_done(struct smtp_session *s, bool ok)
+smtp_session_auth_done(struct smtp_session *s, int result)
 {
     if (!(s->flags & SMTP_F_WAIT_AUTH))
         return;
     s->flags &= ~SMTP_F_WAIT_AUTH;
-    if (ok) {
+    if (result == SMTP_AUTH_TEMPFAIL) {
+        log_msg(LOG_WARN, "event=auth client=%s result=tempfail user=%s", s->client, s->auth_user);
+        s->auth_user[0] = '\0';
+        reply(s, "454 4.7.0 Temporary authentication failure");
+        return;
+    }
+    if (result == SMTP_AUTH_OK) {
         s->flags |= SMTP_F_AUTHED;
         log_msg(LOG_INFO, "event=auth client=%s result=ok user=%s", s->client, s->auth_user);
         reply(s, "235 2.7.0 Authentication successful");

@@ -180,8 +180,15 @@ void smtp_session_set_client(struct smtp_session *s, const char *client);
    session starts again from EHLO, forgetting HELO, transaction and AUTH state. */
 void smtp_session_tls_started(struct smtp_session *s, const char *desc);
 
-/* The answer to ops->auth_verify(): ok, or not (535 5.7.8). Resumes input. */
-void smtp_session_auth_done(struct smtp_session *s, bool ok);
+enum smtp_auth_result {
+    SMTP_AUTH_FAIL = 0,     /* 535 5.7.8 */
+    SMTP_AUTH_OK = 1,       /* 235 2.7.0 */
+    SMTP_AUTH_TEMPFAIL = 2, /* 454 4.7.0: the verifier could not take the request */
+};
+
+/* The answer to ops->auth_verify() (enum smtp_auth_result); may be called from within
+   auth_verify(). Resumes input. */
+void smtp_session_auth_done(struct smtp_session *s, int result);
 
 /* Refuse a connection over a per-client limit: 421 4.7.0 and close. */
 void smtp_session_client_limit(struct smtp_session *s);

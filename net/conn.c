@@ -39,6 +39,7 @@
 #include "core/log.h"
 #include "core/proxy.h"
 #include "core/route.h"
+#include "net/auth.h"
 #include "net/reactor.h"
 
 static void conn_close(struct reactor *r, struct conn *c, bool drop_output);
@@ -142,7 +143,20 @@ op_limit(void *ctx, int event)
     return v == LIMITS_OK;
 }
 
+static void
+op_auth_verify(void *ctx, const char *user, size_t ulen, const char *pass, size_t plen)
+{
+    struct conn *c = ctx;
+    struct reactor *r = c->r;
+    uint64_t token = (uint64_t)c->gen << 32 | (uint32_t)(c - r->conns);
+
+    if (reactor_shared.auth == NULL ||
+        auth_pool_submit(reactor_shared.auth, r->index, token, user, ulen, pass, plen) < 0)
+        smtp_session_auth_done(&c->sess, SMTP_AUTH_TEMPFAIL); /* the verifiers are saturated */
+}
+
 static const struct smtp_server_ops conn_ops = {
+    .auth_verify = op_auth_verify,
     .limit = op_limit,
     .reply = op_reply,
     .tx_room = op_tx_room,
@@ -464,6 +478,8 @@ conn_start(struct reactor *r, struct conn *c)
         c->sess.flags |= SMTP_F_CAN_TLS;
     if (c->kind != LISTEN_SMTP)
         c->sess.flags |= SMTP_F_SUBMISSION;
+    if (reactor_shared.auth != NULL)
+        c->sess.flags |= SMTP_F_CAN_AUTH;
     c->deadline_ms = r->now_ms + cfg->smtpd_timeout;
     if (c->kind == LISTEN_SMTPS)
         return tls_start(r, c); /* the greeting follows the handshake */
@@ -574,6 +590,7 @@ conn_accepted(struct reactor *r, int fd, unsigned listener)
     r->conns_used++;
     smtp_session_init(&c->sess, r->cfg, &conn_ops, c, addr);
     c->ltracked = c->lexempt = false;
+    c->auth_due_ms = 0;
     c->bytes_in = c->rate_mark_ms = c->rate_mark_bytes = 0;
 
     open = atomic_fetch_add_explicit(&reactor_shared.connections, 1, memory_order_relaxed);
@@ -858,8 +875,35 @@ too_slow(struct reactor *r, struct conn *c)
 }
 
 void
+conn_auth_result(void *arg, uint64_t token, bool ok)
+{
+    struct reactor *r = arg;
+    uint32_t idx = (uint32_t)token, gen = (uint32_t)(token >> 32);
+    struct conn *c;
+    uint64_t delay;
+
+    if (idx >= r->nconns)
+        return;
+    c = &r->conns[idx];
+    if (c->gen != gen || !(c->flags & CONN_F_USED) || (c->flags & CONN_F_CLOSING))
+        return; /* the client went away while its password was checked */
+    delay = (uint64_t)(c->sess.auth_failures + 1u) * r->cfg->smtpd_auth_failure_delay;
+    if (!ok && delay > 0) {
+        c->auth_due_ms = r->now_ms + delay; /* conn_tick() answers */
+        return;
+    }
+    smtp_session_auth_done(&c->sess, ok ? SMTP_AUTH_OK : SMTP_AUTH_FAIL);
+    conn_resume(r, c);
+}
+
+void
 conn_tick(struct reactor *r, struct conn *c)
 {
+    if (c->auth_due_ms != 0 && r->now_ms >= c->auth_due_ms && !(c->flags & CONN_F_CLOSING)) {
+        c->auth_due_ms = 0;
+        smtp_session_auth_done(&c->sess, SMTP_AUTH_FAIL);
+        conn_resume(r, c);
+    }
     if (!(c->flags & CONN_F_CLOSING) && too_slow(r, c)) {
         STAT_INC(r, too_slow, 1);
         log_msg(LOG_INFO,
@@ -878,8 +922,8 @@ conn_tick(struct reactor *r, struct conn *c)
         conn_close(r, c, true);
         return;
     }
-    if (c->sess.flags & SMTP_F_WAIT_COMMIT)
-        return; /* the spool is slow, not the client */
+    if (c->sess.flags & (SMTP_F_WAIT_COMMIT | SMTP_F_WAIT_AUTH))
+        return; /* the spool or the verifiers are slow, not the client */
     log_msg(LOG_INFO, "event=timeout reactor=%u sid=%016" PRIx64 " client=%s state=%d", r->index,
             c->sid, c->sess.client, (int)c->sess.state);
     if (op_tx_room(c) >= SMTP_REPLY_MAX)

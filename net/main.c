@@ -41,6 +41,7 @@
 #include "core/config.h"
 #include "core/log.h"
 #include "core/route.h"
+#include "net/auth.h"
 #include "net/reactor.h"
 #include "net/tls.h"
 #include "net/util.h"
@@ -504,6 +505,27 @@ drop_privileges(const struct ringmail_config *cfg)
     return 0;
 }
 
+/* SIGHUP: the password file again; a bad file keeps the database in service. */
+static void
+reload_auth(const struct ringmail_config *cfg)
+{
+    struct auth_db *db;
+    char err[CONFIG_ERR_MAX];
+
+    if (reactor_shared.auth == NULL)
+        return;
+    if (auth_db_load(cfg->smtpd_sasl_password_file, &db, err, sizeof(err)) < 0) {
+        log_msg(LOG_ERR,
+                "event=reload what=auth result=refused error=\"%s\" note=\"the "
+                "users in service stay\"",
+                err);
+        return;
+    }
+    auth_pool_set_db(reactor_shared.auth, db);
+    log_msg(LOG_INFO, "event=reload what=auth result=ok users=%zu", auth_db_count(db));
+    auth_db_put(db);
+}
+
 static int
 run(const struct ringmail_config *cfg)
 {
@@ -569,6 +591,21 @@ run(const struct ringmail_config *cfg)
         }
         atomic_store_explicit(&tls_server_ctx, ctx, memory_order_release);
     }
+    if (cfg->smtpd_sasl_password_file[0] != '\0') {
+        struct auth_db *db;
+
+        if (auth_db_load(cfg->smtpd_sasl_password_file, &db, err, sizeof(err)) < 0) {
+            log_msg(LOG_ERR, "event=fatal what=auth key=smtpd_sasl_password_file error=\"%s\"",
+                    err);
+            return 1;
+        }
+        reactor_shared.auth = auth_pool_new(AUTH_POOL_THREADS, n, db);
+        auth_db_put(db);
+        if (reactor_shared.auth == NULL) {
+            log_msg(LOG_ERR, "event=fatal what=auth error=\"cannot start the verifiers\"");
+            return 1;
+        }
+    }
 
     /* every thread inherits this mask: signals are taken by sigwait() below only */
     sigemptyset(&sigs);
@@ -603,6 +640,8 @@ run(const struct ringmail_config *cfg)
         reactors[i].nreactors = n;
         reactors[i].recovered = &idx;
         q_mesh_set_notify(&from_workers, i, handoff_notify, &reactors[i]);
+        if (reactor_shared.auth != NULL)
+            auth_pool_set_notify(reactor_shared.auth, i, handoff_notify, &reactors[i]);
         rc = reactor_listen(&reactors[i], cfg, err, sizeof(err));
         if (rc < 0) {
             log_msg(LOG_ERR, "event=fatal what=listen %s", err);
@@ -664,9 +703,11 @@ run(const struct ringmail_config *cfg)
         if (sig == SIGTERM || sig == SIGINT)
             break;
         if (sig == SIGHUP) {
-            log_msg(LOG_INFO, "event=sighup note=\"reloading certificates; other configuration "
+            log_msg(LOG_INFO, "event=sighup note=\"reloading certificates and the password file; "
+                              "other configuration "
                               "changes need a restart\"");
             reload_tls(cfg, reactors, n);
+            reload_auth(cfg);
         }
     }
     if (cfd >= 0) {
@@ -715,6 +756,8 @@ run(const struct ringmail_config *cfg)
     free(reactors);
     free(workers);
     tls_ctx_free(atomic_exchange(&tls_server_ctx, NULL));
+    auth_pool_free(reactor_shared.auth);
+    reactor_shared.auth = NULL;
     limits_free(reactor_shared.limits);
     reactor_shared.limits = NULL;
     q_mesh_fini(&to_workers);

@@ -13,6 +13,7 @@
  * write this turn's log lines. No blocking syscall happens inside the loop.
  */
 #define _GNU_SOURCE
+#include "net/auth.h"
 #include "net/reactor.h"
 
 #include <arpa/inet.h>
@@ -401,6 +402,8 @@ end_of_turn(struct reactor *r)
         conn_greet_check(r);
     if (r->to_workers != NULL)
         handoff_turn(r);
+    if (reactor_shared.auth != NULL)
+        auth_pool_poll(reactor_shared.auth, r->index, conn_auth_result, r);
     /* connections with input to resume or output to send */
     while ((c = r->dirty) != NULL) {
         r->dirty = c->next_dirty;

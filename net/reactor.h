@@ -76,6 +76,7 @@ enum conn_flag {
 
 struct segment;
 struct msg_io;
+struct auth_pool;
 
 /* Fixed-size buffers recycled within one reactor: no malloc on the steady path. */
 struct buf_pool {
@@ -108,6 +109,8 @@ struct conn {
     struct limits_key lkey;
     bool ltracked; /* limits_connect() counted it: limits_disconnect() at the end */
     bool lexempt;  /* mynetworks or smtpd_client_event_limit_exceptions */
+
+    uint64_t auth_due_ms; /* a failed AUTH's reply waits until then (smtpd_auth_failure_delay) */
 
     /* smtpd_min_data_rate: octets received, and a mark at the start of the window */
     uint64_t bytes_in, rate_mark_ms, rate_mark_bytes;
@@ -256,6 +259,7 @@ struct reactor {
 struct reactor_shared {
     _Atomic unsigned connections; /* open client connections, all reactors */
     struct limits *limits;        /* per-client limits; set before the reactors start */
+    struct auth_pool *auth;       /* AUTH verifiers (net/auth.h), NULL without a password file */
     struct limits_conf limits_conf;
 };
 
@@ -285,6 +289,8 @@ void conn_put(struct reactor *r, struct conn *c);
 void conn_resume(struct reactor *r, struct conn *c);
 void conn_pause(struct reactor *r, struct conn *c);
 void conn_greet_check(struct reactor *r);
+/* A verdict from the AUTH verifiers (net/auth.h auth_result_fn; arg is the reactor). */
+void conn_auth_result(void *arg, uint64_t token, bool ok);
 
 int spool_io_init(struct reactor *r, uint64_t last_id);
 void spool_io_fini(struct reactor *r);

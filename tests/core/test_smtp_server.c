@@ -1461,3 +1461,17 @@ Test(smtp_server, proxy_address_sets_trust)
     cr_assert_str_eq(f->s.client, "203.0.113.9");
     fake_free(f);
 }
+
+Test(smtp_server, auth_temporary_failure)
+{
+    struct fake *f = secure_start(SMTP_F_CAN_AUTH | SMTP_F_TLS, "198.51.100.7");
+
+    expect(f, "EHLO c\r\nAUTH PLAIN AGJvYgB4\r\n", EHLO_AUTH);
+    smtp_session_auth_done(&f->s, SMTP_AUTH_TEMPFAIL);
+    cr_assert_str_eq(take(f), "454 4.7.0 Temporary authentication failure\r\n");
+    cr_assert_eq(f->s.auth_failures, 0);
+    cr_assert_not(f->s.flags & SMTP_F_AUTHED);
+    expect(f, "AUTH PLAIN AGJvYgB4\r\n", "");
+    cr_assert_eq(f->nverify, 2);
+    fake_free(f);
+}
