@@ -88,6 +88,9 @@ def t_login_plain_and_relay(r):
     r.check("log: event=auth result=ok user=yolanda",
             [e for e in srv.events("auth") if e.get("result") == "ok" and
              e.get("user") == "yolanda"], srv.events("auth"))
+    r.check("log: event=received names the user and the TLS cipher",
+            [e for e in srv.events("received") if e.get("user") == "sasha" and
+             e.get("tls", "").startswith("TLSv1.3 ")], srv.events("received"))
     new = os.path.join(MAILDIR, "new")
     got = rmtest.wait_until(lambda: os.path.isdir(new) and len(os.listdir(new)) >= before + 2, 20)
     r.check("both delivered", got)
