@@ -169,6 +169,7 @@ struct ringmail_config {
     uint64_t smtpd_timeout;        /* command / idle timeout, default 300s, min 1s */
     uint64_t smtpd_data_timeout;   /* data block timeout, default 180s, min 1s */
     uint64_t smtpd_greeting_delay; /* early-talker wait before 220, default 0 */
+    uint64_t shutdown_timeout;     /* SIGTERM: sessions may finish this long, default 30s */
 
     /* PROXY protocol (v1 and v2) in front of the SMTP listeners */
     bool proxy_protocol;                           /* every listener, unless its entry says */

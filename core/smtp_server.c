@@ -1201,6 +1201,25 @@ smtp_session_timeout(struct smtp_session *s)
 }
 
 void
+smtp_session_shutdown(struct smtp_session *s)
+{
+    if (s->flags & SMTP_F_CLOSE)
+        return;
+    reply(s, "421 4.3.2 %s Service shutting down, closing transmission channel",
+          s->cfg->myhostname);
+    log_msg(LOG_INFO, "event=disconnect client=%s reason=shutdown state=%d", s->client,
+            (int)s->state);
+    close_session(s);
+}
+
+bool
+smtp_session_idle(const struct smtp_session *s)
+{
+    return s->state <= SMTP_S_READY && !(s->flags & (SMTP_F_MSG_OPEN | SMTP_F_WAIT_COMMIT |
+                                                     SMTP_F_WAIT_AUTH | SMTP_F_STARTTLS));
+}
+
+void
 smtp_session_too_slow(struct smtp_session *s)
 {
     if (s->flags & SMTP_F_CLOSE)

@@ -205,6 +205,10 @@ void smtp_session_committed(struct smtp_session *s, int rc);
 
 /* The driver's timeout fired: 421 4.4.2 and close. */
 void smtp_session_timeout(struct smtp_session *s);
+/* The server is stopping: 421 4.3.2 and close. */
+void smtp_session_shutdown(struct smtp_session *s);
+/* No transaction, AUTH or commit in progress: the session may be closed without loss. */
+bool smtp_session_idle(const struct smtp_session *s);
 /* The client sends its message slower than smtpd_min_data_rate: 421 4.4.2 and close. */
 void smtp_session_too_slow(struct smtp_session *s);
 /* Refuse a connection over max_connections: 421 4.3.2 and close. */

@@ -741,8 +741,8 @@ conn_resume(struct reactor *r, struct conn *c)
         drain_carry(r, c);
         if (c->tls.ssl != NULL && c->carry_len == 0 && !(c->flags & CONN_F_CLOSING))
             tls_pump(r, c); /* plaintext that waited in the BIO while the session was busy */
-        if (r->stopping && !(c->sess.flags & SMTP_F_WAIT_COMMIT))
-            conn_close(r, c, false);
+        if (r->stopping && !(c->flags & CONN_F_CLOSING))
+            conn_shutdown(r, c, false); /* its transaction may have just ended */
         if ((c->flags & CONN_F_RX_PAUSED) && !(c->flags & CONN_F_RECV) && can_read(r, c))
             arm_recv(r, c);
     }
@@ -932,10 +932,17 @@ conn_tick(struct reactor *r, struct conn *c)
 }
 
 void
-conn_shutdown(struct reactor *r, struct conn *c)
+conn_shutdown(struct reactor *r, struct conn *c, bool force)
 {
+    if (c->flags & CONN_F_CLOSING)
+        return;
     if (c->sess.flags & SMTP_F_WAIT_COMMIT)
-        return; /* its 250 is on the way; the client closes or times out after it */
+        return; /* its 250 is on the way; conn_resume() comes back here after it */
+    if (!force && !(c->flags & CONN_F_PROXY) && (!smtp_session_idle(&c->sess) || c->carry_len > 0))
+        return; /* a transaction in progress may finish until shutdown_timeout */
+    if (!(c->flags & CONN_F_PROXY) && op_tx_room(c) >= SMTP_REPLY_MAX &&
+        (c->tls.ssl == NULL || c->tls.done))
+        smtp_session_shutdown(&c->sess);
     conn_close(r, c, false);
 }
 

@@ -389,7 +389,7 @@ begin_stop(struct reactor *r)
     }
     for (uint32_t i = 0; i < r->nconns; i++) {
         if (r->conns[i].flags & CONN_F_USED)
-            conn_shutdown(r, &r->conns[i]);
+            conn_shutdown(r, &r->conns[i], false);
     }
 }
 
@@ -473,7 +473,8 @@ static void *
 reactor_main(void *arg)
 {
     struct reactor *r = arg;
-    uint64_t stop_deadline = 0;
+    uint64_t stop_deadline = 0, drain_deadline = 0;
+    bool forced = false;
     int rc;
 
     log_set_thread_sink(logbuf_sink, &r->log);
@@ -516,7 +517,8 @@ reactor_main(void *arg)
 
         if (!r->stopping && atomic_load_explicit(&r->stop, memory_order_acquire)) {
             begin_stop(r);
-            stop_deadline = r->now_ms + 5000;
+            drain_deadline = r->now_ms + r->cfg->shutdown_timeout;
+            stop_deadline = drain_deadline + 5000; /* then whatever is left is abandoned */
         }
         if (r->now_ms >= r->next_tick_ms) {
             r->next_tick_ms = r->now_ms + TICK_MS;
@@ -527,6 +529,17 @@ reactor_main(void *arg)
             r->nhandoff == 0 &&
             (r->from_workers == NULL || q_mesh_count(r->from_workers, r->index) == 0))
             break;
+        if (r->stopping && !forced && r->now_ms >= drain_deadline) {
+            forced = true;
+            if (r->conns_used > 0)
+                log_msg(LOG_INFO, "event=drain_timeout reactor=%u connections=%u", r->index,
+                        r->conns_used);
+            for (uint32_t i = 0; i < r->nconns; i++) {
+                if (r->conns[i].flags & CONN_F_USED)
+                    conn_shutdown(r, &r->conns[i], true);
+            }
+            end_of_turn(r);
+        }
         if (r->stopping && r->now_ms > stop_deadline) {
             log_msg(LOG_WARN, "event=stop_timeout reactor=%u connections=%u", r->index,
                     r->conns_used);

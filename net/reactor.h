@@ -284,7 +284,9 @@ void conn_on_close(struct reactor *r, struct conn *c);
 void conn_flush(struct reactor *r, struct conn *c);
 void conn_mark_dirty(struct reactor *r, struct conn *c);
 void conn_tick(struct reactor *r, struct conn *c);
-void conn_shutdown(struct reactor *r, struct conn *c);
+/* Stopping: an idle session gets 421 4.3.2 and is closed; a busy one is left to finish
+   its transaction (conn_resume() closes it then), unless force (shutdown_timeout passed). */
+void conn_shutdown(struct reactor *r, struct conn *c, bool force);
 void conn_put(struct reactor *r, struct conn *c);
 void conn_resume(struct reactor *r, struct conn *c);
 void conn_pause(struct reactor *r, struct conn *c);
