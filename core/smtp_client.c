@@ -18,6 +18,11 @@
  * follows every complete reply, the result depends on the bytes only, never
  * on how the input was split.
  *
+ * STARTTLS: the EHLO reply decides (on_hello); the 220 parks the session in
+ * CS_STARTTLS, where smtp_client_input() drops everything (what follows the
+ * 220 in the same read, and what the driver might feed before the handshake
+ * is done), until the driver reports the handshake's outcome.
+ *
  * Ownership: the envelope is the driver's, read until ops->msg_done(); the
  * per-recipient state array (rstate) is the session's, grown by realloc only
  * in smtp_client_send_message() and reused for later messages.
@@ -35,7 +40,8 @@
 /* Session phase (c->state). */
 enum client_state {
     CS_GREETING = 0, /* waiting for the 220 */
-    CS_HELLO,        /* EHLO/LHLO/HELO to write or answered */
+    CS_HELLO,        /* EHLO/LHLO/HELO (or STARTTLS) to write or answered */
+    CS_STARTTLS,     /* STARTTLS got 220: the driver's TLS handshake runs */
     CS_READY,        /* no transaction: start the handed-over message, or idle */
     CS_TXN,          /* a transaction's commands or replies are in flight */
     CS_QUIT,         /* QUIT planned or written */
@@ -47,6 +53,7 @@ enum client_write {
     W_NONE = 0,  /* nothing: waiting for replies or for the driver */
     W_EHLO,      /* EHLO, or LHLO for LMTP */
     W_HELO,      /* HELO after EHLO got 5xx */
+    W_STARTTLS,  /* STARTTLS after the EHLO reply offered it */
     W_MAIL,      /* MAIL, then W_RCPT */
     W_RCPT,      /* RCPT for recipient w_rcpt onwards */
     W_DATA,      /* DATA (pipelined: at the end of the group) */
@@ -61,6 +68,7 @@ enum client_pend {
     K_GREETING = 0,
     K_EHLO, /* EHLO or LHLO */
     K_HELO,
+    K_STARTTLS,
     K_MAIL,
     K_RCPT,
     K_DATA,
@@ -262,6 +270,7 @@ stage_name(const struct smtp_client *c)
         [K_GREETING] = "waiting for the greeting",
         [K_EHLO] = "after EHLO",
         [K_HELO] = "after HELO",
+        [K_STARTTLS] = "after STARTTLS",
         [K_MAIL] = "after MAIL FROM",
         [K_RCPT] = "after RCPT TO",
         [K_DATA] = "after DATA",
@@ -271,6 +280,8 @@ stage_name(const struct smtp_client *c)
         [K_QUIT] = "after QUIT",
     };
 
+    if (c->state == CS_STARTTLS)
+        return "during the TLS handshake";
     if (c->pend_len > 0)
         return pend_stage[pend_front(c)];
     if (c->wr == W_BODY)
@@ -575,6 +586,17 @@ on_hello(struct smtp_client *c, enum client_pend kind, const struct smtp_reply *
     case 2:
         if (kind == K_HELO)
             c->ext = 0;
+        if (c->tls_policy != SMTP_CLIENT_TLS_NONE && !c->tls_active) {
+            if (c->ext & SMTP_EXT_STARTTLS) {
+                c->wr = W_STARTTLS; /* the session stays in CS_HELLO until TLS is up */
+                break;
+            }
+            if (c->tls_policy == SMTP_CLIENT_TLS_REQUIRE) {
+                syn_set(c, 421, "4.7.4", "TLS is required, but was not offered by %s", c->peer);
+                session_fail(c, SMTP_END_TLS, SMTP_RCPT_DEFERRED, &c->syn, true);
+                break;
+            }
+        }
         c->state = CS_READY;
         break;
     case 5:
@@ -591,6 +613,24 @@ on_hello(struct smtp_client *c, enum client_pend kind, const struct smtp_reply *
     default:
         proto_error(c, "%u to %s", r->code, kind == K_HELO ? "HELO" : c->lmtp ? "LHLO" : "EHLO");
         break;
+    }
+}
+
+static void
+on_starttls(struct smtp_client *c, const struct smtp_reply *r)
+{
+    if (r->code == 220) {
+        c->state = CS_STARTTLS; /* input is dropped from here: see smtp_client_input() */
+    } else if (r->code / 100 == 4 || r->code / 100 == 5) {
+        if (c->tls_policy == SMTP_CLIENT_TLS_MAY) {
+            c->state = CS_READY; /* Postfix `may`: this session goes on in plaintext */
+            return;
+        }
+        syn_set(c, 421, "4.7.4", "TLS is required, but %s refused STARTTLS: %u %s%s%.200s", c->peer,
+                r->code, r->enh, r->enh[0] ? " " : "", r->text);
+        session_fail(c, SMTP_END_TLS, SMTP_RCPT_DEFERRED, &c->syn, true);
+    } else {
+        proto_error(c, "%u to STARTTLS", r->code);
     }
 }
 
@@ -718,6 +758,9 @@ handle_reply(struct smtp_client *c)
     case K_EHLO:
     case K_HELO:
         on_hello(c, kind, r);
+        break;
+    case K_STARTTLS:
+        on_starttls(c, r);
         break;
     case K_MAIL:
         on_mail(c, r);
@@ -976,6 +1019,12 @@ write_step(struct smtp_client *c)
     case W_BODY:
         o = write_body(c, p, room, &err);
         break;
+    case W_STARTTLS:
+        memcpy(p, "STARTTLS\r\n", 10);
+        o = 10;
+        pend_push(c, K_STARTTLS, 1);
+        c->wr = W_NONE;
+        break;
     case W_DOT_EMPTY:
         memcpy(p, ".\r\n", 3);
         o = 3;
@@ -1158,7 +1207,8 @@ smtp_client_init(struct smtp_client *c, const struct smtp_client_opts *o,
 {
     size_t hl = o->helo_name != NULL ? strlen(o->helo_name) : 0;
 
-    if (hl == 0 || hl > SMTP_CLIENT_HELO_MAX || (o->max_line != 0 && o->max_line < 512))
+    if (hl == 0 || hl > SMTP_CLIENT_HELO_MAX || (o->max_line != 0 && o->max_line < 512) ||
+        o->tls > SMTP_CLIENT_TLS_REQUIRE)
         return -EINVAL;
     for (size_t i = 0; i < hl; i++) {
         if (is_ctl(o->helo_name[i]) || o->helo_name[i] == ' ')
@@ -1175,6 +1225,16 @@ smtp_client_init(struct smtp_client *c, const struct smtp_client_opts *o,
     c->tmo_data = o->timeout_data_ms != 0 ? o->timeout_data_ms : 120000;
     c->tmo_block = o->timeout_block_ms != 0 ? o->timeout_block_ms : 180000;
     c->tmo_data_end = o->timeout_data_end_ms != 0 ? o->timeout_data_end_ms : 600000;
+    c->tls_policy = o->tls;
+    if (o->peer_name != NULL && o->peer_name[0] != '\0') {
+        size_t n = MIN(strlen(o->peer_name), SMTP_CLIENT_PEER_MAX - 5);
+
+        memcpy(c->peer, "host ", 5);
+        for (size_t i = 0; i < n; i++)
+            c->peer[5 + i] = is_ctl(o->peer_name[i]) ? ' ' : o->peer_name[i];
+    } else {
+        memcpy(c->peer, "the next hop", sizeof("the next hop"));
+    }
     c->state = CS_GREETING;
     c->wr = W_NONE;
     pend_push(c, K_GREETING, 1);
@@ -1195,7 +1255,7 @@ smtp_client_input(struct smtp_client *c, const char *buf, size_t len)
 {
     BUG_ON(c->busy); /* never from a callback */
     c->busy = true;
-    while (len > 0 && c->state != CS_DEAD) {
+    while (len > 0 && c->state != CS_DEAD && c->state != CS_STARTTLS) {
         bool eol = false;
         size_t n = feed(c, buf, len, &eol);
 
@@ -1206,6 +1266,9 @@ smtp_client_input(struct smtp_client *c, const char *buf, size_t len)
             run(c);
         }
     }
+    /* behind the 220 to STARTTLS: sent in clear, never read as a reply in TLS */
+    if (c->state == CS_STARTTLS)
+        c->tls_dropped += len;
     c->busy = false;
 }
 
@@ -1283,11 +1346,54 @@ smtp_client_closed(struct smtp_client *c)
     c->busy = false;
 }
 
+bool
+smtp_client_tls_wanted(const struct smtp_client *c)
+{
+    return c->state == CS_STARTTLS;
+}
+
+void
+smtp_client_tls_started(struct smtp_client *c)
+{
+    BUG_ON(c->busy || c->state != CS_STARTTLS);
+    /* RFC 3207 4.2: forget what the server said before TLS, then EHLO again */
+    c->tls_active = true;
+    c->ext = 0;
+    c->size_max = 0;
+    c->llen = 0;
+    c->rlines = 0;
+    c->state = CS_HELLO;
+    c->wr = W_EHLO;
+    kick(c);
+}
+
+void
+smtp_client_tls_failed(struct smtp_client *c, const char *why)
+{
+    BUG_ON(c->busy);
+    if (c->state == CS_DEAD)
+        return;
+    if (c->state == CS_QUIT && c->wr == W_NONE) {
+        die(c, SMTP_END_QUIT, NULL); /* QUIT went out: as good as its reply */
+        return;
+    }
+    c->busy = true;
+    /* the reason first: log lines keep the first 100 octets of a status */
+    if (c->state == CS_STARTTLS)
+        syn_set(c, 421, "4.7.5", "TLS handshake failed: %.300s", why);
+    else
+        syn_set(c, 421, "4.7.5", "TLS error %s: %.300s", stage_name(c), why);
+    session_fail(c, SMTP_END_TLS, SMTP_RCPT_DEFERRED, &c->syn, false);
+    c->busy = false;
+}
+
 uint32_t
 smtp_client_timeout_ms(const struct smtp_client *c)
 {
     if (c->state == CS_DEAD)
         return 0;
+    if (c->state == CS_STARTTLS)
+        return c->tmo_cmd; /* the handshake, like any command */
     if (c->pend_len > 0) {
         switch (pend_front(c)) {
         case K_DATA:
@@ -1320,7 +1426,7 @@ smtp_client_end_str(enum smtp_client_end why)
         [SMTP_END_HELO] = "helo",         [SMTP_END_421] = "421",
         [SMTP_END_PROTOCOL] = "protocol", [SMTP_END_TIMEOUT] = "timeout",
         [SMTP_END_LOST] = "lost",         [SMTP_END_BODY_ERROR] = "body_error",
-        [SMTP_END_RSET] = "rset",
+        [SMTP_END_RSET] = "rset",         [SMTP_END_TLS] = "tls",
     };
 
     return (size_t)why < ARRAY_SIZE(name) && name[why] != NULL ? name[why] : "unknown";

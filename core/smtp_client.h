@@ -16,6 +16,8 @@
  *   smtp_client_init()                        waiting for the 220 greeting
  *   server: 220 ...       -> EHLO (LHLO for LMTP; HELO when EHLO gets 5xx)
  *   server: 250-...       -> extensions recorded in c->ext, c->size_max
+ *   [STARTTLS, per opts.tls (below): 220 -> smtp_client_tls_wanted(); the
+ *    driver runs the handshake, then smtp_client_tls_started() -> EHLO again]
  *   ops->idle()           the session can take a message (not called when
  *                         one was handed over before it became ready)
  *   smtp_client_send_message(c, env)
@@ -56,6 +58,21 @@
  * nobody asked for, a code change inside a multiline reply or a line over
  * max_line is a protocol error, never a guess (a wrong guess could report a
  * recipient delivered and lose the message).
+ *
+ * STARTTLS (RFC 3207): with opts.tls MAY or REQUIRE, an EHLO/LHLO reply
+ * offering STARTTLS is followed by STARTTLS. Its 220 makes
+ * smtp_client_tls_wanted() true: the session writes nothing more and drops
+ * every octet smtp_client_input() is given from then on (bytes a server or
+ * an attacker sent in clear behind the 220 would otherwise be read as
+ * replies inside TLS: the client side of CVE-2011-0411), counting them in
+ * c->tls_dropped. The driver starts the TLS handshake on the connection and
+ * calls smtp_client_tls_started() once it completes (the session sends EHLO
+ * again and forgets everything the first reply said, RFC 3207 4.2) or
+ * smtp_client_tls_failed() when it does not (every pending recipient is
+ * deferred, 4.7.5). From then on the driver decrypts what it feeds and
+ * encrypts what send() gives it. Without TLS: MAY goes on in plaintext when
+ * STARTTLS is not offered or is refused (4xx/5xx), as Postfix's `may` does;
+ * REQUIRE ends the session (SMTP_END_TLS, recipients deferred with 4.7.4).
  */
 #ifndef RINGMAIL_CORE_SMTP_CLIENT_H
 #define RINGMAIL_CORE_SMTP_CLIENT_H
@@ -75,6 +92,7 @@
 #define SMTP_CLIENT_TX_MIN    4096 /* room tx_space() must offer when the output is empty */
 #define SMTP_CLIENT_HELO_MAX  255  /* our EHLO name */
 #define SMTP_CLIENT_ENH_MAX   12   /* "5.123.456" and its NUL, rounded up */
+#define SMTP_CLIENT_PEER_MAX  128  /* the next hop's name kept for synthetic replies */
 
 /* Extensions the server announced in its EHLO/LHLO reply (c->ext). */
 enum smtp_ext {
@@ -85,7 +103,7 @@ enum smtp_ext {
     SMTP_EXT_DSN = 1u << 4,                 /* RFC 3461 */
     SMTP_EXT_CHUNKING = 1u << 5,            /* RFC 3030 (recorded, BDAT not used yet) */
     SMTP_EXT_ENHANCEDSTATUSCODES = 1u << 6, /* RFC 2034 */
-    SMTP_EXT_STARTTLS = 1u << 7,            /* RFC 3207 (recorded, TLS comes later) */
+    SMTP_EXT_STARTTLS = 1u << 7,            /* RFC 3207 (used per opts.tls) */
 };
 
 enum smtp_rcpt_status {
@@ -105,6 +123,15 @@ enum smtp_client_end {
     SMTP_END_LOST,       /* smtp_client_closed() before QUIT (reply: synthetic 4.4.2) */
     SMTP_END_BODY_ERROR, /* ops->body() failed mid-data (reply: synthetic 4.3.0) */
     SMTP_END_RSET,       /* RSET refused (reply: the server's) */
+    SMTP_END_TLS,        /* TLS required but not offered or refused (synthetic 4.7.4), or
+                            smtp_client_tls_failed() (synthetic 4.7.5) */
+};
+
+/* STARTTLS policy (smtp_client_opts.tls). */
+enum smtp_client_tls {
+    SMTP_CLIENT_TLS_NONE = 0, /* never STARTTLS */
+    SMTP_CLIENT_TLS_MAY,      /* STARTTLS when offered; not offered or refused: plaintext */
+    SMTP_CLIENT_TLS_REQUIRE,  /* STARTTLS, or the session ends (SMTP_END_TLS, 4.7.4) */
 };
 
 /* Flags in struct smtp_msg_summary. */
@@ -183,6 +210,9 @@ struct smtp_client_opts {
     uint32_t timeout_data_ms;     /* the DATA command; 0: 120 s */
     uint32_t timeout_block_ms;    /* each body batch written; 0: 180 s */
     uint32_t timeout_data_end_ms; /* the reply(s) to the final "."; 0: 600 s */
+    uint8_t tls;                  /* enum smtp_client_tls; 0: never STARTTLS */
+    const char *peer_name;        /* "host X" in synthetic TLS replies; copied (cut to
+                                     SMTP_CLIENT_PEER_MAX); NULL: "the next hop" */
 };
 
 /* Reply text kept while a reply line is assembled (first octets of a line). */
@@ -196,9 +226,9 @@ struct smtp_client_pend {
 };
 
 /*
- * The session. The driver may read ext and size_max (after the EHLO reply);
- * everything else is private. About 2 KiB plus one octet per recipient of the largest message,
- * allocated once and reused (the only allocation; -ENOMEM from
+ * The session. The driver may read ext and size_max (after the EHLO reply),
+ * tls_active and tls_dropped; everything else is private. About 2 KiB plus one octet per recipient
+ * of the largest message, allocated once and reused (the only allocation; -ENOMEM from
  * smtp_client_send_message() when it fails).
  */
 struct smtp_client {
@@ -209,11 +239,16 @@ struct smtp_client {
     char helo[SMTP_CLIENT_HELO_MAX + 1];
     uint32_t max_line;
     uint32_t tmo_cmd, tmo_data, tmo_block, tmo_data_end;
+    uint8_t tls_policy; /* enum smtp_client_tls */
+    char peer[SMTP_CLIENT_PEER_MAX + 1];
 
-    uint8_t state;     /* session phase (private enum in smtp_client.c) */
-    uint8_t wr;        /* what is to be written next (private enum) */
-    uint32_t ext;      /* SMTP_EXT_* */
-    uint64_t size_max; /* the server's SIZE; 0: none announced or no limit */
+    uint8_t state;        /* session phase (private enum in smtp_client.c) */
+    uint8_t wr;           /* what is to be written next (private enum) */
+    uint32_t ext;         /* SMTP_EXT_* */
+    uint64_t size_max;    /* the server's SIZE; 0: none announced or no limit */
+    bool tls_active;      /* smtp_client_tls_started() was called: the session runs in TLS */
+    uint64_t tls_dropped; /* octets given to smtp_client_input() after the 220 to
+                             STARTTLS and before smtp_client_tls_started(), dropped */
 
     /* commands written and not answered yet: a FIFO of (kind, count) */
     struct smtp_client_pend pend[SMTP_CLIENT_PEND];
@@ -293,6 +328,27 @@ void smtp_client_quit(struct smtp_client *c);
 
 /* The driver's output drained or body octets arrived: carry on writing. */
 void smtp_client_resume(struct smtp_client *c);
+
+/*
+ * True from the 220 to STARTTLS until one of the two calls below: start the
+ * TLS handshake now. Meanwhile nothing is sent in clear and input is dropped
+ * (counted in c->tls_dropped).
+ */
+bool smtp_client_tls_wanted(const struct smtp_client *c);
+
+/* The handshake completed: from now on the driver feeds decrypted octets and
+   encrypts what send() gives it. The session sends EHLO/LHLO again, with the
+   extensions of the first reply forgotten (RFC 3207 4.2). Only while
+   smtp_client_tls_wanted(). */
+void smtp_client_tls_started(struct smtp_client *c);
+
+/* TLS failed: the handshake (while smtp_client_tls_wanted(); why is the TLS
+   library's reason, e.g. a certificate verification failure) or a record
+   later on. Pending recipients are deferred (synthetic 4.7.5 "TLS handshake
+   failed: <why>" or "TLS error <stage>: <why>"), the
+   session dies (SMTP_END_TLS) without sending anything more: the driver sends
+   what the TLS layer queued (an alert) and closes. */
+void smtp_client_tls_failed(struct smtp_client *c, const char *why);
 
 /* The timer armed for smtp_client_timeout_ms() fired: pending recipients
    are deferred (4.4.1), the session dies (SMTP_END_TIMEOUT; SMTP_END_QUIT

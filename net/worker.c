@@ -18,6 +18,18 @@
  * record, each checked against its checksum, and dot-stuffed by the client
  * into the session's output in one copy. A Maildir delivery writes the body
  * into tmp/, fsyncs it and renames it into new/, all through the ring.
+ *
+ * TLS (smtp_tls_security_level, not for LMTP over a unix socket): when the
+ * client reports the 220 to STARTTLS (smtp_client_tls_wanted()), the session
+ * gets a struct tls_conn (net/tls.h, memory BIOs) on the process's client
+ * context. From then on received octets go through it before the client, in
+ * s->rx itself (fed to the BIO, then decrypted back into it), and the
+ * plaintext the client wrote into s->tx is encrypted when the ciphertext of
+ * the previous batch has left: at most one tx (64 KiB) of plaintext waits in
+ * the TLS layer and one in tx, so a large body streams through a bounded
+ * amount of memory. The ciphertext is taken out into s->cbuf (allocated once
+ * per session, when TLS starts) and sent from there. A cached connection
+ * keeps its TLS session.
  */
 #define _GNU_SOURCE
 #include "net/worker.h"
@@ -39,6 +51,7 @@
 #include "core/dsn.h"
 #include "core/log.h"
 #include "core/route.h"
+#include "net/tls.h"
 #include "net/util.h"
 
 #define W_RING_ENTRIES 2048u
@@ -48,6 +61,8 @@
 #define MAX_SESSIONS   4096u
 #define MAX_JOBS       1024u
 #define MAX_MAILDIRS   16u
+#define OS_CBUF_CAP    (OS_TX_CAP + 1024u) /* a full tx batch's ciphertext: one send */
+#define OS_TLS_DESC    64u
 
 enum wop {
     W_NONE = 0,
@@ -104,11 +119,21 @@ struct osess {
     unsigned hop;
     int fd;
     bool connected, connect_done, closing, closed, recv_armed, sending, dead, greeted;
-    int conn_err; /* the connect's -errno, when it failed */
+    int conn_err;     /* the connect's -errno, when it failed */
+    bool send_failed; /* a send failed: nothing more goes out */
+    bool send_cipher; /* the send in flight is from cbuf */
     struct smtp_client cl;
-    char rx[4096];
-    char *tx;
+    char rx[4096]; /* received octets; with TLS also the plaintext decrypted from them */
+    char *tx;      /* what the client wrote: plaintext; with TLS, encrypted at flush */
     size_t tx_len, tx_sending;
+    size_t tx_plain; /* octets at the head of tx that go out in clear (written before
+                        TLS started: the rest of "STARTTLS\r\n") */
+    /* TLS, once STARTTLS got its 220: tls.ssl != NULL */
+    struct tls_conn tls;
+    char *cbuf; /* ciphertext being sent: [cbuf_off, cbuf_len) (OS_CBUF_CAP) */
+    size_t cbuf_off, cbuf_len;
+    char tls_desc[OS_TLS_DESC]; /* "TLSv1.3 TLS_AES_256_GCM_SHA384" once established */
+    char tls_err[TLS_ERR_MAX];  /* a TLS failure found where the client cannot be told */
     struct delivery *cur;
     struct envelope sub; /* cur's recipients still pending, for the client */
     uint32_t *map;       /* sub's recipient k is cur's recipient map[k] */
@@ -143,6 +168,12 @@ static struct maildir maildirs[MAX_MAILDIRS];
 static unsigned nmaildirs;
 static pthread_mutex_t maildirs_lock = PTHREAD_MUTEX_INITIALIZER; /* start-up only */
 
+/* The TLS client context: built by the first worker_init(), freed by the last
+   worker_join() (main thread; the lock only keeps the count honest). */
+static struct ssl_ctx_st *client_ctx;
+static unsigned client_ctx_refs;
+static pthread_mutex_t client_ctx_lock = PTHREAD_MUTEX_INITIALIZER;
+
 static struct io_uring_sqe *
 wsqe(struct worker *w)
 {
@@ -176,6 +207,14 @@ hop_text(const struct config_nexthop *h, char *out, size_t cap)
         snprintf(out, cap, "[%s]:%u", h->host, h->port);
         break;
     }
+}
+
+static bool
+host_is_ip(const char *host)
+{
+    struct in6_addr a;
+
+    return inet_pton(AF_INET, host, &a) == 1 || inet_pton(AF_INET6, host, &a) == 1;
 }
 
 /*
@@ -308,23 +347,27 @@ dest_pop(struct dest *x)
 
 static void dest_run(struct worker *w, struct dest *x);
 
-/* Log one recipient's outcome, Postfix-style. */
+/* Log one recipient's outcome, Postfix-style. tls: the session's TLS ("TLSv1.3 ...",
+   or "none"); NULL when no session was involved (the field is left out). */
 static void
 log_rcpt(struct worker *w, const struct delivery *d, uint32_t i, const char *event,
-         const char *relay, const char *dsn, const char *text)
+         const char *relay, const char *dsn, const char *text, const char *tls)
 {
     const struct envelope *e = &d->msg->env;
     struct slice to = env_get(e, e->rcpt[d->rcpt[i]].addr);
     char toe[LOG_PEER_MAX * 4 + 1], te[LOG_PEER_MAX * 4 + 1];
     uint64_t delay = w->wall_ms > d->msg->arrival_ms ? w->wall_ms - d->msg->arrival_ms : 0;
 
+    bool quote = tls != NULL && strcmp(tls, "none") != 0;
+
     log_escape(toe, sizeof(toe), to.p, to.len);
     log_escape(te, sizeof(te), text, strlen(text));
     log_msg(LOG_INFO,
             "event=%s qid=%s worker=%u to=<%s> relay=%s delay=%" PRIu64 ".%03" PRIu64
-            " attempts=%u dsn=%s status=\"%s\"",
+            " attempts=%u dsn=%s%s%s%s%s status=\"%s\"",
             event, e->qid, w->index, toe, relay, delay / 1000, delay % 1000, d->attempts + 1, dsn,
-            te);
+            tls != NULL ? " tls=" : "", quote ? "\"" : "", tls != NULL ? tls : "",
+            quote ? "\"" : "", te);
 }
 
 /*
@@ -464,7 +507,7 @@ attempt_done(struct worker *w, struct dest *x, struct delivery *d, bool conn_fai
                 continue;
             snprintf(dsn, sizeof(dsn), "%.*s", (int)MIN(e.len, 12), e.p);
             log_rcpt(w, d, i, "deferred", relay, dsn,
-                     d->diag[i] ? d->diag[i] : "4.4.1 no connection");
+                     d->diag[i] ? d->diag[i] : "4.4.1 no connection", NULL);
             WSTAT_INC(w, deferred);
         }
     }
@@ -476,7 +519,7 @@ attempt_done(struct worker *w, struct dest *x, struct delivery *d, bool conn_fai
                 continue;
             d->state[i] = DLV_FAILED;
             log_rcpt(w, d, i, "bounced", "none", "4.4.7",
-                     d->diag[i] ? d->diag[i] : "message expired");
+                     d->diag[i] ? d->diag[i] : "message expired", NULL);
             WSTAT_INC(w, failed);
         }
         dsn_attach(w, d, b);
@@ -636,6 +679,7 @@ os_rcpt_done(void *ctx, uint32_t k, enum smtp_rcpt_status st, const struct smtp_
     struct delivery *d = s->cur;
     uint32_t i = s->map[k];
     char relay[CONFIG_PATH_MAX + 16], text[SMTP_CLIENT_TEXT_MAX + SMTP_CLIENT_ENH_MAX + 16];
+    const char *tls = s->tls.done ? s->tls_desc : "none";
     const char *dsn = r->enh[0] ? r->enh
                                 : (st == SMTP_RCPT_DELIVERED ? "2.0.0"
                                    : st == SMTP_RCPT_FAILED  ? "5.0.0"
@@ -652,13 +696,13 @@ os_rcpt_done(void *ctx, uint32_t k, enum smtp_rcpt_status st, const struct smtp_
             mark_success(d, i, DSN_ACTION_DELIVERED);
         else if (!(s->cl.ext & SMTP_EXT_DSN))
             mark_success(d, i, DSN_ACTION_RELAYED);
-        log_rcpt(w, d, i, "sent", relay, dsn, text);
+        log_rcpt(w, d, i, "sent", relay, dsn, text, tls);
         WSTAT_INC(w, delivered);
         break;
     case SMTP_RCPT_FAILED:
         d->state[i] = DLV_FAILED;
         delivery_set_diag(d, i, text);
-        log_rcpt(w, d, i, "bounced", relay, dsn, text);
+        log_rcpt(w, d, i, "bounced", relay, dsn, text, tls);
         WSTAT_INC(w, failed);
         break;
     case SMTP_RCPT_DEFERRED:
@@ -669,7 +713,7 @@ os_rcpt_done(void *ctx, uint32_t k, enum smtp_rcpt_status st, const struct smtp_
         delivery_set_diag(d, i, text);
         if (!s->greeted)
             break; /* the connection never got going: attempt_done() fails over or logs it */
-        log_rcpt(w, d, i, "deferred", relay, dsn, text);
+        log_rcpt(w, d, i, "deferred", relay, dsn, text, tls);
         WSTAT_INC(w, deferred);
         break;
     }
@@ -820,19 +864,155 @@ static const struct smtp_client_ops os_ops = {
     .dead = os_dead,
 };
 
+/*
+ * TLS failed inside one of the client's callbacks (an encryption error at
+ * flush), where the client cannot be told: nothing more is sent and the
+ * socket is shut down, so the armed recv ends and reports s->tls_err.
+ */
+static void
+os_tls_broken(struct osess *s)
+{
+    char relay[CONFIG_PATH_MAX + 16];
+
+    os_relay_text(s, relay, sizeof(relay));
+    log_msg(LOG_INFO, "event=tls_error worker=%u relay=%s reason=\"%s\"", s->w->index, relay,
+            s->tls_err);
+    WSTAT_INC(s->w, tls_failures);
+    s->send_failed = true;
+    s->tx_len = s->tx_plain = 0;
+    s->cbuf_off = s->cbuf_len = 0;
+    (void)shutdown(s->fd, SHUT_RDWR);
+}
+
+/*
+ * Send what is due, one send at a time: without TLS (or what was written
+ * before it started) the plaintext in tx; with TLS the ciphertext in cbuf,
+ * refilled from the TLS layer once it has left, after encrypting tx.
+ */
 static void
 os_flush(struct osess *s)
 {
     struct io_uring_sqe *sqe;
+    const char *p;
+    size_t n;
 
-    if (s->sending || s->closed || !s->connected || s->tx_len == 0)
+    if (s->sending || s->closed || !s->connected || s->send_failed)
+        return;
+    if (s->tls.ssl == NULL || s->tx_plain > 0) {
+        p = s->tx;
+        n = s->tls.ssl == NULL ? s->tx_len : s->tx_plain;
+        s->send_cipher = false;
+    } else {
+        if (s->cbuf_off == s->cbuf_len) {
+            s->cbuf_off = s->cbuf_len = 0;
+            /* encrypt only when the TLS layer is empty: it never holds more than a tx */
+            if (s->tx_len > 0 && s->tls.done && tls_conn_out_pending(&s->tls) == 0) {
+                if (tls_conn_write(&s->tls, s->tx, s->tx_len, s->tls_err, sizeof(s->tls_err)) < 0) {
+                    os_tls_broken(s);
+                    return;
+                }
+                s->tx_len = 0;
+            }
+            s->cbuf_len = tls_conn_out_take(&s->tls, s->cbuf, OS_CBUF_CAP);
+        }
+        p = s->cbuf + s->cbuf_off;
+        n = s->cbuf_len - s->cbuf_off;
+        s->send_cipher = true;
+    }
+    if (n == 0)
         return;
     sqe = wsqe(s->w);
-    io_uring_prep_send(sqe, s->fd, s->tx, s->tx_len, MSG_NOSIGNAL);
+    io_uring_prep_send(sqe, s->fd, p, n, MSG_NOSIGNAL);
     io_uring_sqe_set_data64(sqe, wud(s->gen, s->idx, W_SEND));
     s->sending = true;
-    s->tx_sending = s->tx_len;
+    s->tx_sending = n;
     s->inflight++;
+}
+
+/* A TLS failure the client can be told about (not inside its callbacks). */
+static void
+os_tls_fail(struct osess *s, const char *why)
+{
+    char relay[CONFIG_PATH_MAX + 16];
+
+    os_relay_text(s, relay, sizeof(relay));
+    log_msg(LOG_INFO, "event=tls_error worker=%u relay=%s reason=\"%s\"", s->w->index, relay, why);
+    WSTAT_INC(s->w, tls_failures);
+    /* "handshake: " (net/tls.c's what) says again what the client's text says */
+    if (!s->tls.done && strncmp(why, "handshake: ", 11) == 0)
+        why += 11;
+    smtp_client_tls_failed(&s->cl, why);
+    os_flush(s); /* an alert may be waiting: sent before the close */
+}
+
+/* Drive the handshake, then hand what the TLS layer decrypts to the client (in s->rx). */
+static void
+os_tls_pump(struct osess *s)
+{
+    char err[TLS_ERR_MAX];
+
+    if (!s->tls.done) {
+        int rc = tls_conn_handshake(&s->tls, err, sizeof(err));
+        char relay[CONFIG_PATH_MAX + 16];
+
+        if (rc < 0) {
+            os_tls_fail(s, err);
+            return;
+        }
+        os_flush(s); /* handshake records */
+        if (rc == 0)
+            return;
+        tls_conn_describe(&s->tls, s->tls_desc, sizeof(s->tls_desc));
+        WSTAT_INC(s->w, tls_handshakes);
+        os_relay_text(s, relay, sizeof(relay));
+        log_msg(LOG_INFO, "event=tls worker=%u relay=%s tls=\"%s\" verified=%s", s->w->index, relay,
+                s->tls_desc, s->w->cfg->smtp_tls_security_level == SMTP_TLS_VERIFY ? "yes" : "no");
+        smtp_client_tls_started(&s->cl); /* EHLO again, encrypted by os_flush() */
+    }
+    while (!s->closing && !smtp_client_dead(&s->cl)) {
+        long n = tls_conn_read(&s->tls, s->rx, sizeof(s->rx), err, sizeof(err));
+
+        if (n == 0)
+            break;
+        if (n < 0) {
+            if (s->tls.eof)
+                smtp_client_closed(&s->cl); /* close_notify: as an EOF */
+            else
+                os_tls_fail(s, err);
+            break;
+        }
+        smtp_client_input(&s->cl, s->rx, (size_t)n);
+    }
+    os_flush(s);
+}
+
+/* STARTTLS got its 220: the client side of TLS starts on this connection. */
+static void
+os_tls_begin(struct osess *s)
+{
+    const struct config_nexthop *h = route_hop(s->d->route, s->hop);
+    bool verify = s->w->cfg->smtp_tls_security_level == SMTP_TLS_VERIFY;
+    char relay[CONFIG_PATH_MAX + 16], err[TLS_ERR_MAX];
+
+    if (s->cl.tls_dropped > 0) {
+        os_relay_text(s, relay, sizeof(relay));
+        log_msg(LOG_WARN, "event=starttls_injection worker=%u relay=%s discarded=%" PRIu64,
+                s->w->index, relay, s->cl.tls_dropped);
+    }
+    if (s->cbuf == NULL && (s->cbuf = malloc(OS_CBUF_CAP)) == NULL) {
+        os_tls_fail(s, "out of memory");
+        return;
+    }
+    /* SNI for a name only (RFC 6066 3); verify: the hop's name, or its address for an
+       IP literal, must be in the certificate */
+    if (tls_conn_client(&s->tls, s->w->tls_ctx, host_is_ip(h->host) ? NULL : h->host,
+                        verify ? h->host : NULL, err, sizeof(err)) < 0) {
+        os_tls_fail(s, err);
+        return;
+    }
+    s->tx_plain = s->tx_len; /* "STARTTLS\r\n", when its send has not completed yet */
+    s->cbuf_off = s->cbuf_len = 0;
+    os_tls_pump(s); /* the ClientHello */
 }
 
 static void
@@ -846,27 +1026,38 @@ os_arm_recv(struct osess *s)
     s->inflight++;
 }
 
-/* No more I/O: cancel what is pending, close once the output went out. */
+/*
+ * No more I/O: cancel what is pending (once), close once the output went out
+ * (QUIT, a TLS alert or close_notify); called again when a send or a body
+ * read completes.
+ */
 static void
 os_close(struct osess *s)
 {
     struct io_uring_sqe *sqe;
 
-    s->closing = true;
-    if (s->closed || s->sending)
+    if (!s->closing) {
+        s->closing = true;
+        if (!s->connected && s->fd >= 0 && !s->connect_done) {
+            sqe = wsqe(s->w);
+            io_uring_prep_cancel64(sqe, wud(s->gen, s->idx, W_CONNECT), 0);
+            io_uring_sqe_set_data64(sqe, wud(0, 0, W_NONE));
+            io_uring_sqe_set_flags(sqe, IOSQE_CQE_SKIP_SUCCESS);
+        }
+        if (s->recv_armed) {
+            sqe = wsqe(s->w);
+            io_uring_prep_cancel64(sqe, wud(s->gen, s->idx, W_RECV), 0);
+            io_uring_sqe_set_data64(sqe, wud(0, 0, W_NONE));
+            io_uring_sqe_set_flags(sqe, IOSQE_CQE_SKIP_SUCCESS);
+        }
+        if (s->tls.done && !s->send_failed)
+            tls_conn_shutdown(&s->tls); /* close_notify, sent with what is left */
+    }
+    if (s->closed)
         return;
-    if (!s->connected && s->fd >= 0 && !s->connect_done) {
-        sqe = wsqe(s->w);
-        io_uring_prep_cancel64(sqe, wud(s->gen, s->idx, W_CONNECT), 0);
-        io_uring_sqe_set_data64(sqe, wud(0, 0, W_NONE));
-        io_uring_sqe_set_flags(sqe, IOSQE_CQE_SKIP_SUCCESS);
-    }
-    if (s->recv_armed) {
-        sqe = wsqe(s->w);
-        io_uring_prep_cancel64(sqe, wud(s->gen, s->idx, W_RECV), 0);
-        io_uring_sqe_set_data64(sqe, wud(0, 0, W_NONE));
-        io_uring_sqe_set_flags(sqe, IOSQE_CQE_SKIP_SUCCESS);
-    }
+    os_flush(s);
+    if (s->sending)
+        return;
     if (s->body.loading)
         return; /* its reads finish first: they write into body.buf */
     s->closed = true;
@@ -890,6 +1081,8 @@ os_free(struct osess *s)
     env_free(&s->sub);
     free(s->map);
     free(s->tx);
+    tls_conn_free(&s->tls);
+    free(s->cbuf);
     body_free(&s->body);
     struct dest *x = s->d;
 
@@ -905,9 +1098,16 @@ static bool
 os_new(struct worker *w, struct dest *x, struct delivery *d)
 {
     const struct config_nexthop *h = route_hop(x->route, d->hop);
+    bool unix_lmtp = h->transport == TRANSPORT_LMTP && h->path[0] != '\0';
     struct smtp_client_opts o = {
         .lmtp = h->transport == TRANSPORT_LMTP,
         .helo_name = w->cfg->myhostname,
+        /* not over a unix socket: nothing to protect, nothing to name in a certificate */
+        .tls =
+            (uint8_t)(w->tls_ctx == NULL || unix_lmtp                   ? SMTP_CLIENT_TLS_NONE
+                      : w->cfg->smtp_tls_security_level == SMTP_TLS_MAY ? SMTP_CLIENT_TLS_MAY
+                                                                        : SMTP_CLIENT_TLS_REQUIRE),
+        .peer_name = h->host,
         .timeout_cmd_ms = (uint32_t)MIN(w->cfg->smtp_helo_timeout, UINT32_MAX),
         .timeout_data_ms = (uint32_t)MIN(w->cfg->smtp_helo_timeout, UINT32_MAX),
         .timeout_block_ms = (uint32_t)MIN(w->cfg->smtp_helo_timeout, UINT32_MAX),
@@ -1018,11 +1218,22 @@ os_event(struct worker *w, struct osess *s, enum wop op, int res)
         if (s->closing)
             break;
         if (res <= 0) {
-            smtp_client_closed(&s->cl);
+            if (s->tls_err[0] != '\0')
+                smtp_client_tls_failed(&s->cl, s->tls_err); /* os_tls_broken() shut it */
+            else
+                smtp_client_closed(&s->cl);
             break;
         }
         s->greeted = true;
-        smtp_client_input(&s->cl, s->rx, (size_t)res);
+        if (s->tls.ssl != NULL) {
+            tls_conn_feed(&s->tls, s->rx, (size_t)res);
+            os_tls_pump(s);
+        } else {
+            smtp_client_input(&s->cl, s->rx, (size_t)res);
+            /* what followed the 220 in this read was dropped by the client */
+            if (smtp_client_tls_wanted(&s->cl))
+                os_tls_begin(s);
+        }
         if (!smtp_client_dead(&s->cl) && !s->closing) {
             uint32_t t = smtp_client_timeout_ms(&s->cl);
 
@@ -1033,18 +1244,24 @@ os_event(struct worker *w, struct osess *s, enum wop op, int res)
     case W_SEND:
         s->sending = false;
         if (res < 0) {
-            s->tx_len = 0;
+            s->send_failed = true;
+            s->tx_len = s->tx_plain = 0;
+            s->cbuf_off = s->cbuf_len = 0;
             if (!smtp_client_dead(&s->cl))
                 smtp_client_closed(&s->cl);
+            if (s->closing)
+                os_close(s); /* the close waited for this send */
             break;
         }
-        memmove(s->tx, s->tx + res, s->tx_len - (size_t)res);
-        s->tx_len -= (size_t)res;
+        if (s->send_cipher) {
+            s->cbuf_off += (size_t)res;
+        } else {
+            memmove(s->tx, s->tx + res, s->tx_len - (size_t)res);
+            s->tx_len -= (size_t)res;
+            s->tx_plain -= MIN(s->tx_plain, (size_t)res);
+        }
         if (s->closing) {
-            if (s->tx_len > 0)
-                os_flush(s);
-            else
-                os_close(s);
+            os_close(s); /* sends what is left first */
             break;
         }
         os_flush(s);
@@ -1134,12 +1351,12 @@ md_finish(struct mdjob *j, int err)
             d->state[i] = DLV_DELIVERED;
             mark_success(d, i, DSN_ACTION_DELIVERED);
             snprintf(text, sizeof(text), "delivered to maildir");
-            log_rcpt(w, d, i, "sent", relay, "2.0.0", text);
+            log_rcpt(w, d, i, "sent", relay, "2.0.0", text, NULL);
             WSTAT_INC(w, delivered);
         } else {
             snprintf(text, sizeof(text), "maildir delivery failed: %s", strerror(-err));
             delivery_set_diag(d, i, text);
-            log_rcpt(w, d, i, "deferred", relay, "4.3.0", text);
+            log_rcpt(w, d, i, "deferred", relay, "4.3.0", text, NULL);
             WSTAT_INC(w, deferred);
         }
     }
@@ -1393,7 +1610,7 @@ ctl_delete_list(struct worker *w, struct delivery **pp, uint64_t id, struct dest
         for (uint32_t i = 0; i < d->nrcpt; i++) {
             if (d->state[i] == DLV_PENDING) {
                 d->state[i] = DLV_FAILED;
-                log_rcpt(w, d, i, "deleted", "none", "5.0.0", "deleted by the operator");
+                log_rcpt(w, d, i, "deleted", "none", "5.0.0", "deleted by the operator", NULL);
             }
         }
         give_back(w, d); /* no dsn: the owner writes their DONE record */
@@ -1654,6 +1871,23 @@ worker_init(struct worker *w, unsigned index, const struct ringmail_config *cfg,
     pthread_mutex_unlock(&maildirs_lock);
     if (rc < 0)
         return rc;
+    if (cfg->smtp_tls_security_level != SMTP_TLS_NONE) {
+        char err[CONFIG_ERR_MAX] = "";
+
+        pthread_mutex_lock(&client_ctx_lock);
+        if (client_ctx_refs == 0)
+            client_ctx = tls_client_ctx_new(cfg, err, sizeof(err));
+        if (client_ctx != NULL) {
+            client_ctx_refs++;
+            w->tls_ctx = client_ctx;
+        }
+        pthread_mutex_unlock(&client_ctx_lock);
+        if (w->tls_ctx == NULL) {
+            /* err names the key and the file: "key 'smtp_tls_CAfile': ..." */
+            log_msg(LOG_ERR, "event=fatal what=tls error=\"%s\"", err);
+            return -EINVAL;
+        }
+    }
     q_mesh_set_notify(in, index, worker_notify, w);
     return 0;
 }
@@ -1712,4 +1946,13 @@ worker_join(struct worker *w)
     free(w->sess);
     free(w->jobs);
     close(w->wake_fd);
+    if (w->tls_ctx != NULL) {
+        pthread_mutex_lock(&client_ctx_lock);
+        if (--client_ctx_refs == 0) {
+            tls_ctx_free(client_ctx);
+            client_ctx = NULL;
+        }
+        pthread_mutex_unlock(&client_ctx_lock);
+        w->tls_ctx = NULL;
+    }
 }

@@ -25,10 +25,12 @@
 
 struct worker;
 struct dest;
+struct ssl_ctx_st;
 
 struct worker_stats {
     /* written by the owning worker only (relaxed), read by anyone */
     _Atomic uint64_t delivered, deferred, failed, sessions, connect_errors, loops;
+    _Atomic uint64_t tls_handshakes, tls_failures;
 };
 
 struct worker {
@@ -46,6 +48,10 @@ struct worker {
     struct logbuf log;
     uint64_t now_ms, wall_ms;
     bool stopping;
+
+    /* the delivery side's TLS context (NULL: smtp_tls_security_level none), one for the
+       process, shared read-only by every worker (SSL_new takes its own reference) */
+    struct ssl_ctx_st *tls_ctx;
 
     struct dest **dtab; /* destinations by route hash */
     unsigned dtab_mask;
@@ -81,7 +87,8 @@ enum worker_ctl {
 /* Main thread: run a control request on w and wait (bounded) for its result; -ETIMEDOUT. */
 int worker_control(struct worker *w, enum worker_ctl op, uint64_t id, unsigned *result);
 
-/* Prepare a worker (main thread). 0 or -errno. */
+/* Prepare a worker (main thread): tables, the Maildirs of every route, the TLS client
+   context (smtp_tls_CAfile). 0 or -errno; the reason is logged here (event=fatal). */
 int worker_init(struct worker *w, unsigned index, const struct ringmail_config *cfg,
                 struct q_mesh *in, struct q_mesh *out);
 /* Start its thread and wait until its ring is set up. 0 or -errno. */
