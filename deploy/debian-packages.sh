@@ -5,7 +5,7 @@
 set -eu
 BUILD="build-essential cmake ninja-build pkg-config liburing-dev android-libboringssl-dev \
 libjemalloc-dev libcriterion-dev libcyaml-dev libyaml-dev libxxhash-dev libcrypt-dev"
-TEST="python3 swaks postfix clang-format openssl libnet-ssleay-perl haproxy whois"
+TEST="python3 swaks postfix clang-format openssl libnet-ssleay-perl haproxy whois mandoc"
 
 want="$BUILD"
 [ "${1:-build}" = "test" ] && want="$BUILD $TEST"
