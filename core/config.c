@@ -87,6 +87,7 @@ static const char *const durability_names[] = { "fsync", "none", NULL };
 static const char *const delivery_names[] = { "on", "hold", NULL };
 static const char *const bare_newline_names[] = { "normalize", "reject", NULL };
 static const char *const smtpd_tls_names[] = { "may", "encrypt", NULL };
+static const char *const log_format_names[] = { "kv", "json", NULL }; /* enum log_format */
 static const char *const smtp_tls_names[] = { "none", "may", "encrypt", "verify", NULL };
 
 /* The order here is the order of config_dump(). */
@@ -104,6 +105,11 @@ static const struct cfg_key cfg_keys[] = {
     { .name = "smtps_listen", .type = CT_LISTEN, FIELD(listen), .def = LISTEN_SMTPS, .sdef = "" },
     { .name = "myhostname", .type = CT_HOSTNAME, FIELD(myhostname), .flags = CF_HOSTNAME },
     { .name = "user", .type = CT_STRING, FIELD(user), .sdef = "nobody" },
+    { .name = "log_format",
+      .type = CT_ENUM,
+      FIELD(log_format),
+      .def = 0,
+      .names = log_format_names },
     { .name = "mynetworks",
       .type = CT_NETWORKS,
       FIELD(mynetworks),

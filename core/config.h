@@ -144,6 +144,7 @@ struct ringmail_config {
     struct config_hostport listen[CONFIG_MAX_LISTEN];
     unsigned nlisten;
     char user[CONFIG_NAME_MAX];       /* run as this account when started as root; default nobody */
+    unsigned log_format;              /* enum log_format (core/log.h): kv or json */
     char myhostname[CONFIG_NAME_MAX]; /* default: gethostname(), else "localhost" */
     char spool_dir[CONFIG_PATH_MAX];  /* default: ./var/spool */
     enum config_durability durability;

@@ -32,7 +32,18 @@ typedef void log_sink_fn(void *arg, const char *line, size_t len);
 /* Wall clock in milliseconds since the epoch, installed by the program (core reads no clock). */
 typedef uint64_t log_clock_fn(void);
 
+enum log_format {
+    LOG_FORMAT_KV = 0, /* ts=... level=... event=... key=value */
+    LOG_FORMAT_JSON,   /* {"ts":"...","level":"...","event":"...","key":"value"} */
+};
+
 void log_set_level(enum log_level lvl);
+/* Set once at start-up, before any other thread logs. */
+void log_set_format(enum log_format fmt);
+/* The key=value line kv[0..n) as one JSON object into out (cap octets, NUL-terminated):
+   every value a string, \xHH escapes as \u00HH, text without '=' as "msg". Returns the
+   length; a line that does not fit is cut at a field boundary and still valid JSON. */
+size_t log_kv_to_json(char *out, size_t cap, const char *kv, size_t n);
 void log_set_clock(log_clock_fn *fn);
 /* This thread's sink; NULL restores the default (stderr). */
 void log_set_thread_sink(log_sink_fn *fn, void *arg);

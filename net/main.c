@@ -834,6 +834,8 @@ main(int argc, char **argv)
         return 2;
     }
     rc = load_config(&cfg, file, ov, nov);
+    if (rc == 0)
+        log_set_format((enum log_format)cfg.log_format);
     if (rc != 0)
         return 1;
     if (check) {
