@@ -42,6 +42,7 @@ enum cfg_type {
     CT_DOMAINS,    /* the relay_domains[] / nrelay_domains pair */
     CT_NETWORKS,   /* a struct config_networks (mynetworks, proxy_trusted_networks, ...) */
     CT_BOOL,       /* bool: true/false, yes/no, on/off */
+    CT_HOSTPORT,   /* one struct config_hostport; "" = unset (all zero, port 0) */
 };
 
 enum cfg_flag {
@@ -103,6 +104,13 @@ static const struct cfg_key cfg_keys[] = {
       .def = LISTEN_SUBMISSION,
       .sdef = "" },
     { .name = "smtps_listen", .type = CT_LISTEN, FIELD(listen), .def = LISTEN_SMTPS, .sdef = "" },
+    /* the admin HTTP endpoint (net/admin.c) */
+    { .name = "admin_listen", .type = CT_HOSTPORT, FIELD(admin_listen), .sdef = "127.0.0.1:9025" },
+    { .name = "admin_token_file",
+      .type = CT_STRING,
+      FIELD(admin_token_file),
+      .sdef = "",
+      .flags = CF_EMPTY_OK },
     { .name = "myhostname", .type = CT_HOSTNAME, FIELD(myhostname), .flags = CF_HOSTNAME },
     { .name = "user", .type = CT_STRING, FIELD(user), .sdef = "nobody" },
     { .name = "log_format",
@@ -739,6 +747,8 @@ type_expect(const struct cfg_key *k)
         return "a list of networks (address/prefix, e.g. 10.0.0.0/8 or ::1/128)";
     case CT_BOOL:
         return "true or false";
+    case CT_HOSTPORT:
+        return "host:port, or \"\" for none";
     }
     return "a value";
 }
@@ -1758,6 +1768,21 @@ key_set_text(struct ringmail_config *cfg, const struct cfg_key *k, const char *s
             return -1;
         return listen_commit(cfg, k, &l, why, n);
     }
+    case CT_HOSTPORT: {
+        struct listen_list l = { .n = 0 };
+
+        BUG_ON(k->size != sizeof(struct config_hostport));
+        if (memchr(s, ',', len) != NULL) {
+            snprintf(why, n, "a list; expected one host:port");
+            return -1;
+        }
+        if (len > 0 && listen_add(&l, s, len, why, n) < 0)
+            return -1;
+        memset(field(cfg, k), 0, k->size);
+        if (l.n == 1)
+            memcpy(field(cfg, k), &l.a[0], k->size);
+        return 0;
+    }
     case CT_BOOL: {
         bool b;
 
@@ -2387,6 +2412,23 @@ config_finish(struct ringmail_config *cfg, char *err, size_t errlen)
             return -1;
         }
     }
+    if (cfg->admin_listen.port != 0) {
+        const struct config_hostport *ad = &cfg->admin_listen;
+
+        for (unsigned i = 0; i < cfg->nlisten; i++) {
+            const struct config_hostport *la = &cfg->listen[i];
+
+            if (la->port == ad->port &&
+                slice_eq_nocase(slice_make(la->host, strlen(la->host)), ad->host)) {
+                snprintf(err, errlen,
+                         "key 'admin_listen': %s%s%s:%u is also in '%s'; expected an address "
+                         "of its own",
+                         ad->v6 ? "[" : "", ad->host, ad->v6 ? "]" : "", (unsigned)ad->port,
+                         listen_key_name(la->kind));
+                return -1;
+            }
+        }
+    }
     if ((cfg->tls_cert_file[0] == '\0') != (cfg->tls_key_file[0] == '\0')) {
         snprintf(err, errlen, "key '%s': set without %s; expected both or neither",
                  cfg->tls_cert_file[0] ? "tls_cert_file" : "tls_key_file",
@@ -2476,6 +2518,16 @@ config_dump(const struct ringmail_config *cfg, void *file)
                     fprintf(f, ", proxy_protocol: %s }", hp->proxy ? "true" : "false");
                 fputc('\n', f);
             }
+            break;
+        }
+        case CT_HOSTPORT: {
+            const struct config_hostport *hp = cfield(cfg, k);
+
+            if (hp->port == 0)
+                fprintf(f, "%s: \"\"\n", k->name);
+            else
+                fprintf(f, hp->v6 ? "%s: \"[%s]:%u\"\n" : "%s: \"%s:%u\"\n", k->name, hp->host,
+                        (unsigned)hp->port);
             break;
         }
         case CT_BOOL: {

@@ -143,6 +143,9 @@ struct ringmail_config {
     /* every listener of the three listen keys, each tagged with its kind */
     struct config_hostport listen[CONFIG_MAX_LISTEN];
     unsigned nlisten;
+    /* the admin HTTP endpoint (net/admin.h): port 0 = off; default 127.0.0.1:9025 */
+    struct config_hostport admin_listen;
+    char admin_token_file[CONFIG_PATH_MAX]; /* bearer token required when set; "" = none */
     char user[CONFIG_NAME_MAX];       /* run as this account when started as root; default nobody */
     unsigned log_format;              /* enum log_format (core/log.h): kv or json */
     char myhostname[CONFIG_NAME_MAX]; /* default: gethostname(), else "localhost" */

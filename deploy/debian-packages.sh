@@ -5,7 +5,9 @@
 set -eu
 BUILD="build-essential cmake ninja-build pkg-config liburing-dev android-libboringssl-dev \
 libjemalloc-dev libcriterion-dev libcyaml-dev libyaml-dev libxxhash-dev libcrypt-dev"
-TEST="python3 swaks postfix clang-format openssl libnet-ssleay-perl haproxy whois mandoc"
+# prometheus: only its promtool, which lints the /metrics output (test_admin.py);
+# it pulls a few JavaScript libraries for its web UI, nothing that runs
+TEST="python3 swaks postfix clang-format openssl libnet-ssleay-perl haproxy whois mandoc prometheus"
 
 want="$BUILD"
 [ "${1:-build}" = "test" ] && want="$BUILD $TEST"

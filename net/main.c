@@ -41,6 +41,7 @@
 #include "core/config.h"
 #include "core/log.h"
 #include "core/route.h"
+#include "net/admin.h"
 #include "net/auth.h"
 #include "net/reactor.h"
 #include "net/tls.h"
@@ -533,6 +534,8 @@ run(const struct ringmail_config *cfg)
     static struct q_mesh to_workers, from_workers;
     struct reactor *reactors;
     struct worker *workers;
+    struct admin *admin = NULL;
+    uint64_t start_ms = log_clock();
     unsigned n = cfg->reactors, nw = cfg->workers;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     char err[CONFIG_ERR_MAX];
@@ -650,7 +653,18 @@ run(const struct ringmail_config *cfg)
             return 1;
         }
     }
+    {
+        const struct admin_sources src = { reactors, n, workers, nw, RINGMAIL_VERSION, start_ms };
+
+        if (admin_open(cfg, &src, &admin, err, sizeof(err)) < 0) {
+            log_msg(LOG_ERR, "event=fatal what=admin error=\"%s\"", err);
+            spool_index_free(&idx);
+            reactors_free(reactors, n);
+            return 1;
+        }
+    }
     if (drop_privileges(cfg) < 0) {
+        admin_close(admin);
         reactors_free(reactors, n);
         return 1;
     }
@@ -690,13 +704,16 @@ run(const struct ringmail_config *cfg)
                 "are unavailable\"",
                 cfg->spool_dir, strerror(-cfd));
     for (;;) {
-        struct pollfd pfd[2] = { { .fd = sfd, .events = POLLIN }, { .fd = cfd, .events = POLLIN } };
+        struct pollfd pfd[2 + ADMIN_POLLFDS] = { { .fd = sfd, .events = POLLIN },
+                                                 { .fd = cfd, .events = POLLIN } };
         struct signalfd_siginfo si;
+        unsigned np = cfd >= 0 ? 2 : 1, na = admin_poll_fds(admin, pfd + np, ADMIN_POLLFDS);
 
-        if (poll(pfd, cfd >= 0 ? 2 : 1, -1) <= 0)
+        if (poll(pfd, np + na, admin_poll_timeout(admin)) < 0)
             continue;
         if (cfd >= 0 && (pfd[1].revents & POLLIN))
             ctl_serve(cfd, workers, nw);
+        admin_handle(admin, pfd + np, na); /* after a timeout too: it closes late clients */
         if (!(pfd[0].revents & POLLIN) || read(sfd, &si, sizeof(si)) != (ssize_t)sizeof(si))
             continue;
         sig = (int)si.ssi_signo;
@@ -718,6 +735,8 @@ run(const struct ringmail_config *cfg)
             (void)unlink(sun.sun_path);
     }
     close(sfd);
+    /* the drain: /readyz says 503 from now on, /healthz stays 200 while sessions finish */
+    admin_set_draining(true);
     log_msg(LOG_INFO, "event=stopping signal=%s", sig == SIGTERM ? "TERM" : "INT");
     /* workers first: what they hold goes back to the reactors, which write its DONE
        records (for what was delivered) before they stop in turn */
@@ -727,8 +746,22 @@ run(const struct ringmail_config *cfg)
         worker_join(&workers[i]);
     for (unsigned i = 0; i < n; i++)
         reactor_stop(&reactors[i]);
+    /* serve the admin endpoint while the reactors drain (up to shutdown_timeout) */
+    for (unsigned i = 0; i < n;) {
+        struct pollfd pfd[ADMIN_POLLFDS];
+        unsigned na;
+
+        if (atomic_load_explicit(&reactors[i].exited, memory_order_acquire)) {
+            i++;
+            continue;
+        }
+        na = admin_poll_fds(admin, pfd, ADMIN_POLLFDS);
+        (void)poll(pfd, na, 100);
+        admin_handle(admin, pfd, na);
+    }
     for (unsigned i = 0; i < n; i++)
         reactor_join(&reactors[i]);
+    admin_close(admin);
     {
         uint64_t acc = 0, conns = 0;
 

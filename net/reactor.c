@@ -574,7 +574,10 @@ reactor_thread(void *arg)
     atomic_store_explicit(&r->started, rc < 0 ? rc : 1, memory_order_release);
     if (rc < 0)
         return NULL;
-    return reactor_main(r);
+    reactor_main(r);
+    /* release: the main thread joins once it sees this */
+    atomic_store_explicit(&r->exited, true, memory_order_release);
+    return NULL;
 }
 
 int

@@ -184,6 +184,7 @@ struct reactor {
     uint64_t wake_buf;
     atomic_bool stop;   /* any thread */
     atomic_int started; /* 0 while starting, 1 running, -errno when start-up failed */
+    atomic_bool exited; /* the loop is over (any thread reads it) */
     bool stopping;
 
     int *listen_fd; /* cfg->nlisten sockets, owned */

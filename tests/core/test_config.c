@@ -779,6 +779,55 @@ Test(config, listen_cross_key_checks)
                           "expected tls_cert_file and tls_key_file to be set");
 }
 
+Test(config, admin_keys)
+{
+    struct ringmail_config cfg;
+    char err[ERRLEN];
+    struct tmp t;
+
+    config_defaults(&cfg);
+    cr_assert_str_eq(cfg.admin_listen.host, "127.0.0.1");
+    cr_assert_eq(cfg.admin_listen.port, 9025);
+    cr_assert_str_eq(cfg.admin_token_file, "");
+    set_ok(&cfg, "admin_listen=[::1]:9100");
+    cr_assert_str_eq(cfg.admin_listen.host, "::1");
+    cr_assert(cfg.admin_listen.v6);
+    cr_assert_eq(cfg.admin_listen.port, 9100);
+    /* empty: off, every byte zero (configurations compare with memcmp) */
+    set_ok(&cfg, "admin_listen=");
+    cr_assert_eq(cfg.admin_listen.port, 0);
+    cr_assert_str_eq(cfg.admin_listen.host, "");
+    cr_assert_not(cfg.admin_listen.v6);
+    cr_assert_eq(config_finish(&cfg, err, sizeof(err)), 0, "%s", err);
+    set_ok(&cfg, "admin_token_file=/etc/ringmail/admin.token");
+    set_ok(&cfg, "admin_token_file=");
+
+    expect_set_err("admin_listen=127.0.0.1",
+                   "-o admin_listen: \"127.0.0.1\" has no port; expected host:port, e.g. "
+                   "127.0.0.1:25");
+    expect_set_err("admin_listen=127.0.0.1:0",
+                   "-o admin_listen: \"127.0.0.1:0\": port \"0\" is not valid; expected a "
+                   "number in 1..65535");
+    expect_set_err("admin_listen=127.0.0.1:1,127.0.0.1:2",
+                   "-o admin_listen: a list; expected one host:port");
+    expect_load_err("reactors: 1\nadmin_listen: \"::1:9025\"\n", 2,
+                    "key 'admin_listen': \"::1:9025\": an IPv6 address must be written in "
+                    "brackets, e.g. [::1]:25");
+    expect_load_err("admin_listen:\n", 1,
+                    "key 'admin_listen': no value; expected host:port, or \"\" for none");
+    cr_assert_eq(load("admin_listen: \"\"\nadmin_token_file: /run/t\n", &cfg, err, &t), 0, "%s",
+                 err);
+    cr_assert_eq(cfg.admin_listen.port, 0);
+    cr_assert_str_eq(cfg.admin_token_file, "/run/t");
+
+    /* not on an SMTP listener's address */
+    config_defaults(&cfg);
+    set_ok(&cfg, "admin_listen=127.0.0.1:2525");
+    cr_assert_eq(config_finish(&cfg, err, sizeof(err)), -1);
+    cr_assert_str_eq(err, "key 'admin_listen': 127.0.0.1:2525 is also in 'listen'; expected an "
+                          "address of its own");
+}
+
 Test(config, bools_and_security_defaults)
 {
     struct ringmail_config cfg;
@@ -1040,6 +1089,8 @@ Test(config, dump_round_trip_defaults)
     cr_assert(strstr(buf, "\nrelayhost: []\n") != NULL, "%s", buf);
     cr_assert(strstr(buf, "\nroutes: {}\n") != NULL, "%s", buf);
     cr_assert(strstr(buf, "\nmaildir_dir: \"./var/maildir\"\n") != NULL, "%s", buf);
+    cr_assert(strstr(buf, "\nadmin_listen: \"127.0.0.1:9025\"\n") != NULL, "%s", buf);
+    cr_assert(strstr(buf, "\nadmin_token_file: \"\"\n") != NULL, "%s", buf);
     cr_assert(strstr(buf, "\nmaximal_backoff_time: 4000s\n") != NULL, "%s", buf);
     cr_assert(strstr(buf, "\nmaximal_queue_lifetime: 5d\n") != NULL, "%s", buf);
 }
@@ -1109,11 +1160,14 @@ Test(config, dump_round_trip_everything_changed)
     set_ok(&cfg, "smtpd_client_limit_exempt_mynetworks=no");
     set_ok(&cfg, "smtpd_client_event_limit_exceptions=192.0.2.0/24");
     set_ok(&cfg, "smtpd_min_data_rate=1k");
+    set_ok(&cfg, "admin_listen=[2001:db8::9]:9100");
+    set_ok(&cfg, "admin_token_file=/etc/ringmail/admin token");
     round_trip(&cfg);
 
     config_defaults(&cfg);
     set_ok(&cfg, "listen=");
     set_ok(&cfg, "mynetworks=");
+    set_ok(&cfg, "admin_listen=");
     round_trip(&cfg);
 
     /* a listener's own proxy_protocol is dumped in the mapping form */

@@ -125,8 +125,10 @@ class Server:
             a += ["-c", self.config]
         # the tests run as root with spools under 0700 temporary folders: keep root
         # (test_privileges.py runs the privilege drop itself)
+        # admin_listen off unless a test sets it (opts={"admin_listen": "127.0.0.1:%d" %
+        # free_port()}): servers started in parallel would all want the default 9025
         o = {"listen": "%s:%d" % (LOOPBACK, self.port), "spool_dir": self.spool,
-             "myhostname": "rmtest.example", "user": "root"}
+             "myhostname": "rmtest.example", "user": "root", "admin_listen": ""}
         if self.hold and "delivery" not in self.opts:
             o["delivery"] = "hold"
         o.update(self.opts)

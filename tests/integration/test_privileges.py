@@ -70,7 +70,8 @@ def t_drop_to_nobody(r):
 def t_unknown_user(r):
     d = base()
     p = subprocess.run([rmtest.binary(), "-o", "listen=127.0.0.1:%d" % rmtest.free_port(), "-o",
-                        "spool_dir=%s/spool" % d, "-o", "user=no-such-account-rm"],
+                        "spool_dir=%s/spool" % d, "-o", "user=no-such-account-rm", "-o",
+                        "admin_listen="],
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                        timeout=30)
     out = p.stdout.decode()
