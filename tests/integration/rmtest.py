@@ -158,7 +158,8 @@ class Server:
         for _ in range(int(timeout / 0.02) + 1):
             if self.proc.poll() is not None:
                 return False
-            if "event=started" in self.log():
+            text = self.log()
+            if "event=started" in text or '"event":"started"' in text:
                 break
             if time.monotonic() >= deadline:
                 return False
