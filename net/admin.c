@@ -140,31 +140,6 @@ ob_printf(struct obuf *o, const char *fmt, ...)
 
 /* ---- start-up ---- */
 
-/* admin_listen's address: an IP literal or localhost (names are not resolved, as listen). */
-static int
-sockaddr_of(const struct config_hostport *hp, struct sockaddr_storage *ss, socklen_t *len)
-{
-    struct sockaddr_in *sin = (struct sockaddr_in *)ss;
-    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
-
-    memset(ss, 0, sizeof(*ss));
-    if (inet_pton(AF_INET, hp->host, &sin->sin_addr) == 1 || strcmp(hp->host, "localhost") == 0) {
-        if (strcmp(hp->host, "localhost") == 0)
-            sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        sin->sin_family = AF_INET;
-        sin->sin_port = htons(hp->port);
-        *len = sizeof(*sin);
-        return 0;
-    }
-    if (inet_pton(AF_INET6, hp->host, &sin6->sin6_addr) == 1) {
-        sin6->sin6_family = AF_INET6;
-        sin6->sin6_port = htons(hp->port);
-        *len = sizeof(*sin6);
-        return 0;
-    }
-    return -EINVAL;
-}
-
 static bool
 is_loopback(const struct sockaddr_storage *ss)
 {
@@ -259,7 +234,7 @@ admin_open(const struct ringmail_config *cfg, const struct admin_sources *src, s
     snprintf(a->addr, sizeof(a->addr), hp->v6 ? "[%s]:%u" : "%s:%u", hp->host, (unsigned)hp->port);
     if (cfg->admin_token_file[0] != '\0' && read_token(a, cfg->admin_token_file, err, errlen) < 0)
         goto fail;
-    if (sockaddr_of(hp, &ss, &sl) < 0) {
+    if (hostport_sockaddr(hp, &ss, &sl) < 0) {
         snprintf(err, errlen, "key 'admin_listen': %s: not an IP address (names are not resolved)",
                  a->addr);
         goto fail;

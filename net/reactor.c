@@ -127,42 +127,6 @@ arm_wake(struct reactor *r)
 
 /* ---- set-up ---- */
 
-static int
-sockaddr_from(const struct config_hostport *hp, struct sockaddr_storage *ss, socklen_t *len)
-{
-    struct sockaddr_in *sin = (struct sockaddr_in *)ss;
-    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
-
-    memset(ss, 0, sizeof(*ss));
-    if (inet_pton(AF_INET, hp->host, &sin->sin_addr) == 1) {
-        sin->sin_family = AF_INET;
-        sin->sin_port = htons(hp->port);
-        *len = sizeof(*sin);
-        return 0;
-    }
-    if (inet_pton(AF_INET6, hp->host, &sin6->sin6_addr) == 1) {
-        sin6->sin6_family = AF_INET6;
-        sin6->sin6_port = htons(hp->port);
-        *len = sizeof(*sin6);
-        return 0;
-    }
-    if (strcmp(hp->host, "localhost") == 0) {
-        sin->sin_family = AF_INET;
-        sin->sin_port = htons(hp->port);
-        sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        *len = sizeof(*sin);
-        return 0;
-    }
-    if (hp->host[0] == '\0' || strcmp(hp->host, "*") == 0) {
-        sin6->sin6_family = AF_INET6;
-        sin6->sin6_port = htons(hp->port);
-        sin6->sin6_addr = in6addr_any;
-        *len = sizeof(*sin6);
-        return 0;
-    }
-    return -EINVAL;
-}
-
 int
 reactor_listen(struct reactor *r, const struct ringmail_config *cfg, char *err, size_t errlen)
 {
@@ -181,7 +145,7 @@ reactor_listen(struct reactor *r, const struct ringmail_config *cfg, char *err, 
         socklen_t sl;
         int fd, rc;
 
-        if (sockaddr_from(hp, &ss, &sl) < 0) {
+        if (hostport_sockaddr(hp, &ss, &sl) < 0) {
             snprintf(err, errlen, "listen %s:%u: not an IP address (names are not resolved)",
                      hp->host, hp->port);
             return -EINVAL;

@@ -1,13 +1,17 @@
 /*
- * util.c: file-system helpers. Start-up only (blocking).
+ * util.c: file-system and address helpers. Start-up only (blocking).
  */
 #include "net/util.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 
 #include "core/compiler.h"
+#include "core/config.h"
 
 int
 mkdir_p(const char *path, mode_t mode)
@@ -29,4 +33,40 @@ mkdir_p(const char *path, mode_t mode)
         }
     }
     return 0;
+}
+
+int
+hostport_sockaddr(const struct config_hostport *hp, struct sockaddr_storage *ss, socklen_t *len)
+{
+    struct sockaddr_in *sin = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
+
+    memset(ss, 0, sizeof(*ss));
+    if (inet_pton(AF_INET, hp->host, &sin->sin_addr) == 1) {
+        sin->sin_family = AF_INET;
+        sin->sin_port = htons(hp->port);
+        *len = sizeof(*sin);
+        return 0;
+    }
+    if (inet_pton(AF_INET6, hp->host, &sin6->sin6_addr) == 1) {
+        sin6->sin6_family = AF_INET6;
+        sin6->sin6_port = htons(hp->port);
+        *len = sizeof(*sin6);
+        return 0;
+    }
+    if (strcmp(hp->host, "localhost") == 0) {
+        sin->sin_family = AF_INET;
+        sin->sin_port = htons(hp->port);
+        sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        *len = sizeof(*sin);
+        return 0;
+    }
+    if (hp->host[0] == '\0' || strcmp(hp->host, "*") == 0) {
+        sin6->sin6_family = AF_INET6;
+        sin6->sin6_port = htons(hp->port);
+        sin6->sin6_addr = in6addr_any;
+        *len = sizeof(*sin6);
+        return 0;
+    }
+    return -EINVAL;
 }

@@ -5,6 +5,7 @@
 #define RINGMAIL_NET_UTIL_H
 
 #include <stdint.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 #include <time.h>
 
@@ -30,5 +31,11 @@ clock_wall_ms(void)
 
 /* mkdir -p: every missing folder of path with mode. 0 or -errno. Blocking: start-up only. */
 int mkdir_p(const char *path, mode_t mode);
+
+struct config_hostport;
+/* A listen address as a sockaddr: an IPv4 or IPv6 literal, "localhost" (127.0.0.1), or ""
+   and "*" (the IPv6 wildcard). Names are not resolved. 0, or -EINVAL. */
+int hostport_sockaddr(const struct config_hostport *hp, struct sockaddr_storage *ss,
+                      socklen_t *len);
 
 #endif
