@@ -49,6 +49,7 @@
 #include <sys/random.h>
 
 #include "core/compiler.h"
+#include "core/hash.h"
 
 enum {
     LIMITS_SHARDS = 64,          /* most shards; a power of two */
@@ -235,18 +236,6 @@ limits_addr_parse(const char *addr_text, uint8_t a16[16], bool *is_v4)
     if (is_v4 != NULL)
         *is_v4 = v4;
     return true;
-}
-
-/* MurmurHash3's fmix64 finalizer: every input bit reaches every output bit. */
-static uint64_t
-fmix64(uint64_t h)
-{
-    h ^= h >> 33;
-    h *= UINT64_C(0xff51afd7ed558ccd);
-    h ^= h >> 33;
-    h *= UINT64_C(0xc4ceb9fe1a85ec53);
-    h ^= h >> 33;
-    return h;
 }
 
 void
@@ -602,6 +591,32 @@ limits_free(struct limits *t)
     free(t);
 }
 
+/*
+ * Lock k's shard and find or make its entry, its buckets refilled to now_ms.
+ * false (shard unlocked, counted as untracked) when the shard has no room.
+ */
+static bool
+entry_locked(struct limits *t, const struct limits_key *k, const struct limits_conf *c,
+             uint64_t now_ms, struct limits_shard **sp, uint16_t *ip)
+{
+    uint64_t h = key_hash(t, k);
+    struct limits_shard *s = shard_of(t, h);
+    uint16_t i;
+
+    shard_lock(s);
+    reclaim(t, s, now_ms);
+    i = entry_get(t, s, k, h, now_ms);
+    if (i == NIL) {
+        stat_add(&s->untracked, 1);
+        shard_unlock(s);
+        return false;
+    }
+    refill(&s->e[i], c, now_ms);
+    *sp = s;
+    *ip = i;
+    return true;
+}
+
 enum limits_verdict
 limits_connect(struct limits *t, const struct limits_key *k, const struct limits_conf *c,
                uint64_t now_ms, bool *tracked)
@@ -609,7 +624,6 @@ limits_connect(struct limits *t, const struct limits_key *k, const struct limits
     enum limits_verdict v = LIMITS_OK;
     struct limits_shard *s;
     struct limits_entry *e;
-    uint64_t h;
     uint16_t i;
 
     *tracked = false;
@@ -620,18 +634,9 @@ limits_connect(struct limits *t, const struct limits_key *k, const struct limits
      */
     if ((c->conn_count | c->conn_rate | c->msg_rate | c->rcpt_rate | c->auth_fail_rate) == 0)
         return LIMITS_OK;
-    h = key_hash(t, k);
-    s = shard_of(t, h);
-    shard_lock(s);
-    reclaim(t, s, now_ms);
-    i = entry_get(t, s, k, h, now_ms);
-    if (i == NIL) {
-        stat_add(&s->untracked, 1);
-        shard_unlock(s);
+    if (!entry_locked(t, k, c, now_ms, &s, &i))
         return LIMITS_OK; /* fail open */
-    }
     e = &s->e[i];
-    refill(e, c, now_ms);
     if (c->conn_count != 0 && e->count >= c->conn_count) {
         v = LIMITS_CONN_COUNT;
     } else if (c->conn_rate != 0 && !take(e, LIMITS_CONNECT, c->conn_rate)) {
@@ -676,24 +681,14 @@ limits_event(struct limits *t, const struct limits_key *k, enum limits_event ev,
     unsigned rate = conf_rate(c, (unsigned)ev);
     struct limits_shard *s;
     struct limits_entry *e;
-    uint64_t h;
     uint16_t i;
     bool ok;
 
     if (rate == 0)
         return LIMITS_OK;
-    h = key_hash(t, k);
-    s = shard_of(t, h);
-    shard_lock(s);
-    reclaim(t, s, now_ms);
-    i = entry_get(t, s, k, h, now_ms);
-    if (i == NIL) {
-        stat_add(&s->untracked, 1);
-        shard_unlock(s);
+    if (!entry_locked(t, k, c, now_ms, &s, &i))
         return LIMITS_OK; /* fail open */
-    }
     e = &s->e[i];
-    refill(e, c, now_ms);
     ok = take(e, (unsigned)ev, rate);
     if (e->count == 0)
         idle_touch(s, i);

@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "core/compiler.h"
+#include "core/hash.h"
 
 static const struct route *
 as_route(const struct config_route_hops *hl)
@@ -159,12 +160,7 @@ route_hash(const struct route *rt)
         h = fnv1a(h, "\n", 1);
     }
     /* fmix64: FNV's low bits depend only on the inputs' low bits */
-    h ^= h >> 33;
-    h *= UINT64_C(0xff51afd7ed558ccd);
-    h ^= h >> 33;
-    h *= UINT64_C(0xc4ceb9fe1a85ec53);
-    h ^= h >> 33;
-    return h;
+    return fmix64(h);
 }
 
 /* The first prefix bits of a and b are equal. */
