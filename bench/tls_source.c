@@ -79,7 +79,8 @@ struct conn {
     struct worker *w;
 };
 
-static void note_error(const char *fmt, ...)
+static void
+note_error(const char *fmt, ...)
 {
     if (atomic_fetch_add(&g_errors, 1) == 0) {
         va_list ap;
@@ -89,7 +90,8 @@ static void note_error(const char *fmt, ...)
     }
 }
 
-static int new_session_cb(SSL *ssl, SSL_SESSION *sess)
+static int
+new_session_cb(SSL *ssl, SSL_SESSION *sess)
 {
     struct conn *c = SSL_get_app_data(ssl);
     if (c == NULL || c->w == NULL)
@@ -100,7 +102,8 @@ static int new_session_cb(SSL *ssl, SSL_SESSION *sess)
     return 1;
 }
 
-static int io_write(struct conn *c, const char *p, size_t n)
+static int
+io_write(struct conn *c, const char *p, size_t n)
 {
     while (n > 0) {
         ssize_t k;
@@ -122,7 +125,8 @@ static int io_write(struct conn *c, const char *p, size_t n)
     return 0;
 }
 
-static ssize_t io_read(struct conn *c, char *p, size_t n)
+static ssize_t
+io_read(struct conn *c, char *p, size_t n)
 {
     if (c->ssl != NULL) {
         int r = SSL_read(c->ssl, p, (int)n);
@@ -137,7 +141,8 @@ static ssize_t io_read(struct conn *c, char *p, size_t n)
 }
 
 /* Read one complete reply; 0 if its code is `want`, -1 otherwise. */
-static int reply(struct conn *c, int want, const char *what)
+static int
+reply(struct conn *c, int want, const char *what)
 {
     for (;;) {
         /* consume complete lines; the last line has a space after the code */
@@ -171,7 +176,8 @@ static int reply(struct conn *c, int want, const char *what)
     }
 }
 
-static int cmd(struct conn *c, const char *line, int want)
+static int
+cmd(struct conn *c, const char *line, int want)
 {
     char out[256];
     int n = snprintf(out, sizeof(out), "%s\r\n", line);
@@ -182,7 +188,8 @@ static int cmd(struct conn *c, const char *line, int want)
     return reply(c, want, line);
 }
 
-static int starttls(struct conn *c)
+static int
+starttls(struct conn *c)
 {
     if (cmd(c, "STARTTLS", 220) < 0)
         return -1;
@@ -225,16 +232,17 @@ static int starttls(struct conn *c)
 }
 
 /* One connection carrying `msgs` messages (0 with -H). */
-static int session(struct worker *w, long msgs)
+static int
+session(struct worker *w, long msgs)
 {
-    struct conn c = {.fd = -1, .w = w};
+    struct conn c = { .fd = -1, .w = w };
     int rc = -1;
     c.fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (c.fd < 0) {
         note_error("socket: %s", strerror(errno));
         return -1;
     }
-    struct timeval tv = {.tv_sec = g_timeout};
+    struct timeval tv = { .tv_sec = g_timeout };
     int one = 1;
     setsockopt(c.fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     setsockopt(c.fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
@@ -245,7 +253,8 @@ static int session(struct worker *w, long msgs)
     }
     if (reply(&c, 220, "greeting") < 0 || cmd(&c, "EHLO client.bench.example", 250) < 0)
         goto out;
-    if (g_tls && (starttls(&c) < 0 || (!g_handshake && cmd(&c, "EHLO client.bench.example", 250) < 0)))
+    if (g_tls &&
+        (starttls(&c) < 0 || (!g_handshake && cmd(&c, "EHLO client.bench.example", 250) < 0)))
         goto out;
     for (long i = 0; i < msgs; i++) {
         if (cmd(&c, "MAIL FROM:<bench@example.org>", 250) < 0 ||
@@ -270,7 +279,8 @@ out:
     return rc;
 }
 
-static void *worker_main(void *arg)
+static void *
+worker_main(void *arg)
 {
     struct worker *w = arg;
     long batch = g_handshake ? 1 : g_per_session;
@@ -285,7 +295,8 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
-static void build_body(void)
+static void
+build_body(void)
 {
     /* headers, then 76-character lines up to about g_size octets, then "." */
     size_t cap = (size_t)g_size + 1024;
@@ -308,34 +319,55 @@ static void build_body(void)
     g_body_len = len + 3;
 }
 
-static double now(void)
+static double
+now(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static void usage(void)
+static void
+usage(void)
 {
-    fprintf(stderr, "usage: tls_source [-s sessions] [-m count] [-n per_session] [-l size] [-T] [-R] "
-                    "[-H] [-w timeout] 127.0.0.1:PORT\n");
+    fprintf(stderr,
+            "usage: tls_source [-s sessions] [-m count] [-n per_session] [-l size] [-T] [-R] "
+            "[-H] [-w timeout] 127.0.0.1:PORT\n");
     exit(2);
 }
 
-int main(int argc, char **argv)
+int
+main(int argc, char **argv)
 {
     int opt;
     while ((opt = getopt(argc, argv, "s:m:n:l:TRHw:")) != -1) {
         switch (opt) {
-        case 's': g_sessions = atoi(optarg); break;
-        case 'm': g_total = atol(optarg); break;
-        case 'n': g_per_session = atol(optarg); break;
-        case 'l': g_size = atol(optarg); break;
-        case 'T': g_tls = true; break;
-        case 'R': g_resume = true; break;
-        case 'H': g_handshake = true; break;
-        case 'w': g_timeout = atoi(optarg); break;
-        default: usage();
+        case 's':
+            g_sessions = atoi(optarg);
+            break;
+        case 'm':
+            g_total = atol(optarg);
+            break;
+        case 'n':
+            g_per_session = atol(optarg);
+            break;
+        case 'l':
+            g_size = atol(optarg);
+            break;
+        case 'T':
+            g_tls = true;
+            break;
+        case 'R':
+            g_resume = true;
+            break;
+        case 'H':
+            g_handshake = true;
+            break;
+        case 'w':
+            g_timeout = atoi(optarg);
+            break;
+        default:
+            usage();
         }
     }
     if (optind != argc - 1 || g_sessions < 1 || g_sessions > 1000 || g_total < 1 ||
@@ -394,7 +426,8 @@ int main(int argc, char **argv)
     long want_msgs = g_handshake ? 0 : g_total;
     long want_conns = g_handshake ? g_total : (g_total + g_per_session - 1) / g_per_session;
     long errors = atomic_load(&g_errors);
-    bool ok = errors == 0 && atomic_load(&g_done) == want_msgs && atomic_load(&g_conns) == want_conns;
+    bool ok =
+        errors == 0 && atomic_load(&g_done) == want_msgs && atomic_load(&g_conns) == want_conns;
     printf("wall=%.3f messages=%ld connections=%ld handshakes=%ld resumed=%ld errors=%ld "
            "client_cpu=%.3f tls=%s ok=%d\n",
            wall, atomic_load(&g_done), atomic_load(&g_conns), atomic_load(&g_handshakes),

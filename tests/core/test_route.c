@@ -780,7 +780,8 @@ Test(route, mynetworks_mapped_and_masked)
     set_ok(&g_cfg, "mynetworks=10.1.2.3/8, 2001:db8::ffff/32");
     cr_assert_eq(g_cfg.mynetworks.a[0].prefix, 8);
     cr_assert_str_eq(inet_ntop(AF_INET, g_cfg.mynetworks.a[0].addr, buf, sizeof(buf)), "10.0.0.0");
-    cr_assert_str_eq(inet_ntop(AF_INET6, g_cfg.mynetworks.a[1].addr, buf, sizeof(buf)), "2001:db8::");
+    cr_assert_str_eq(inet_ntop(AF_INET6, g_cfg.mynetworks.a[1].addr, buf, sizeof(buf)),
+                     "2001:db8::");
     cr_assert(trusted("10.200.0.1"));
     cr_assert(trusted("2001:db8:ffff::1"));
 
