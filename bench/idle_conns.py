@@ -102,7 +102,7 @@ def main():
     proc = subprocess.Popen([a.bin, "-o", "listen=127.0.0.1:%d" % port,
                              "-o", "spool_dir=%s/spool" % work, "-o", "durability=none",
                              "-o", "max_connections=20000", "-o", "delivery=hold", "-o", "reactors=%d" % a.reactors,
-                             "-o", "smtpd_timeout=30m", "-o", "myhostname=bench.example", "-o", "user=root"],
+                             "-o", "smtpd_timeout=30m", "-o", "myhostname=bench.example", "-o", "user=root", "-o", "admin_listen="],
                             stdin=subprocess.DEVNULL, stdout=log, stderr=log)
     conns = []
     try:

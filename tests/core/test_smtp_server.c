@@ -1475,3 +1475,50 @@ Test(smtp_server, auth_temporary_failure)
     cr_assert_eq(f->nverify, 2);
     fake_free(f);
 }
+
+/* A message with several faults gets the same refusal however its body is split
+   (found by tests/fuzz/fuzz_smtp_server: the first fault seen used to win). */
+static void
+strict_small(struct ringmail_config *c)
+{
+    c->bare_newline = BARE_NEWLINE_REJECT;
+    c->message_size_limit = 64;
+}
+
+Test(smtp_server, verdict_independent_of_the_split)
+{
+    static const char body[] = "bare\nnewline first\r\n"
+                               "then far too much text for a sixty-four octet limit......\r\n"
+                               ".\r\n";
+    char *want = NULL;
+
+    for (int how = SPLIT_WHOLE; how <= SPLIT_RANDOM; how++) {
+        for (unsigned seed = 1; seed <= (how == SPLIT_RANDOM ? 20u : 1u); seed++) {
+            struct fake *f = ready(strict_small);
+            const char *got;
+
+            expect(f, "MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nDATA\r\n",
+                   "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n");
+            feed_split(f, body, sizeof(body) - 1, (enum split)how, seed);
+            got = take(f);
+            if (want == NULL)
+                want = strdup(got);
+            cr_assert_str_eq(got, want, "split %d seed %u", how, seed);
+            fake_free(f);
+        }
+    }
+    cr_assert(strncmp(want, "552 5.3.4 ", 10) == 0, "%s", want);
+    free(want);
+}
+
+/* A refused BDAT 0 ends at once, even with no room for replies (fuzz finding). */
+Test(smtp_server, refused_bdat0_without_tx_room)
+{
+    struct fake *f = ready(NULL);
+
+    f->tx_room = SMTP_REPLY_MAX; /* room for exactly one reply */
+    feed(f, "BDAT 0\r\n");
+    cr_assert(strncmp(take(f), "503 5.5.1 ", 10) == 0);
+    cr_assert_eq(f->s.state, SMTP_S_READY);
+    fake_free(f);
+}
