@@ -106,7 +106,7 @@ start_server() {
         "$BIN" -o "listen=127.0.0.1:$port" -o "spool_dir=$dir/spool" -o user=root \
             -o "durability=${kind#ringmail-}" -o "reactors=$REACTORS" \
             -o max_connections=20000 -o myhostname=bench.example \
-            -o delivery=hold \
+            -o delivery=hold -o admin_listen= \
             </dev/null >/dev/null 2>>"$dir/server.log" &
         ;;
     smtp-sink)

@@ -268,7 +268,7 @@ start_ringmail() {
     "$BIN" -o "listen=127.0.0.1:$port" -o "spool_dir=$work/ringmail/spool" -o user=root \
         -o durability=fsync -o "reactors=$REACTORS" -o "workers=$WORKERS" \
         -o "relayhost=[127.0.0.1]:$sinkport" -o max_connections=20000 \
-        -o myhostname=ringmail.bench.example \
+        -o myhostname=ringmail.bench.example -o admin_listen= \
         </dev/null >/dev/null 2>>"$work/ringmail/ringmail.log" &
     rm_pid=$!
     wait_port "$port" "$rm_pid" || { cat "$work/ringmail/ringmail.log" >&2; die "ringmail did not start"; }

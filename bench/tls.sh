@@ -206,7 +206,7 @@ start_ringmail() {
     mkdir -p "$work/$name"
     "$BIN" -o "listen=127.0.0.1:$port" -o "spool_dir=$work/$name/spool" -o user=root \
         -o "durability=$dur" -o reactors=1 -o delivery=hold \
-        -o max_connections=20000 -o myhostname=ringmail.bench.example \
+        -o max_connections=20000 -o myhostname=ringmail.bench.example -o admin_listen= \
         -o "tls_cert_file=$work/cert.pem" -o "tls_key_file=$work/key.pem" \
         </dev/null >/dev/null 2>>"$work/$name/ringmail.log" &
     pid_of[$name]=$!
