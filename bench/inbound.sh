@@ -34,7 +34,9 @@ BENCH_DIR=${BENCH_DIR:-/var/tmp}
 SMTP_SOURCE=$(command -v smtp-source || echo /usr/sbin/smtp-source)
 SMTP_SINK=$(command -v smtp-sink || echo /usr/sbin/smtp-sink)
 
-die() { echo "inbound.sh: $*" >&2; exit 1; }
+me=inbound.sh
+# shellcheck source=lib.sh source-path=SCRIPTDIR
+. "$here/lib.sh" # die, log, free_port, wait_port, stop_pid, remove_work
 [ -x "$BIN" ] || die "ringmail binary not found: $BIN (set RINGMAIL_BIN)"
 [ -x "$SMTP_SOURCE" ] || die "smtp-source not found (apt-get install postfix)"
 [ -x "$SMTP_SINK" ] || die "smtp-sink not found (apt-get install postfix)"
@@ -47,33 +49,11 @@ start_time=$SECONDS
 hz=$(getconf CLK_TCK)
 
 cleanup() {
-    if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
-        kill -TERM "$server_pid" 2>/dev/null || true
-        for _ in $(seq 1 50); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$server_pid" 2>/dev/null || true
-    fi
-    if [ "${KEEP:-0}" = 1 ]; then
-        echo "inbound.sh: kept $work" >&2
-    else
-        rm -rf "$work"
-    fi
+    stop_pid "$server_pid" server
+    remove_work
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-free_port() {
-    /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-# wait until 127.0.0.1:$1 accepts, at most 10 s
-wait_port() {
-    for _ in $(seq 1 100); do
-        kill -0 "$server_pid" 2>/dev/null || return 1
-        if timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    return 1
-}
 
 # utime+stime of a process (all its threads) in clock ticks
 cpu_ticks() {
@@ -85,18 +65,6 @@ cpu_ticks() {
     echo $(( ${12} + ${13} ))
 }
 
-stop_server() {
-    [ -n "$server_pid" ] || return 0
-    kill -TERM "$server_pid" 2>/dev/null || true
-    for _ in $(seq 1 100); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.1; done
-    if kill -0 "$server_pid" 2>/dev/null; then
-        echo "inbound.sh: pid $server_pid ignored SIGTERM, SIGKILL" >&2
-        kill -KILL "$server_pid" 2>/dev/null || true
-    fi
-    wait "$server_pid" 2>/dev/null || true
-    server_pid=
-}
-
 # start_server KIND PORT RUNDIR
 start_server() {
     local kind=$1 port=$2 dir=$3
@@ -106,7 +74,7 @@ start_server() {
         "$BIN" -o "listen=127.0.0.1:$port" -o "spool_dir=$dir/spool" -o user=root \
             -o "durability=${kind#ringmail-}" -o "reactors=$REACTORS" \
             -o max_connections=20000 -o myhostname=bench.example \
-            -o delivery=hold \
+            -o delivery=hold -o admin_listen= \
             </dev/null >/dev/null 2>>"$dir/server.log" &
         ;;
     smtp-sink)
@@ -118,7 +86,7 @@ start_server() {
         ;;
     esac
     server_pid=$!
-    wait_port "$port" || { cat "$dir/server.log" >&2; die "$kind did not start"; }
+    wait_port "$port" "$server_pid" || { cat "$dir/server.log" >&2; die "$kind did not start"; }
 }
 
 # one measurement: KIND LOADNAME REP SMTP-SOURCE-ARGS...
@@ -127,7 +95,7 @@ measure() {
     shift 3
     local port dir t0 t1 c0 c1 rc wall cpu accepted
     if (( SECONDS - start_time > TOTAL_BUDGET )); then
-        echo "inbound.sh: time budget of ${TOTAL_BUDGET}s used up, skipping $kind $load #$rep" >&2
+        log "time budget of ${TOTAL_BUDGET}s used up, skipping $kind $load #$rep"
         return 0
     fi
     port=$(free_port)
@@ -140,13 +108,14 @@ measure() {
         -t sink@example.net "127.0.0.1:$port" >"$dir/source.out" 2>&1 || rc=$?
     t1=$(date +%s.%N)
     c1=$(cpu_ticks "$server_pid")
-    stop_server
+    stop_pid "$server_pid" "$kind"
+    server_pid=
     accepted=$MSGS
     if [ "${kind%%-*}" = ringmail ]; then
         accepted=$(grep -c 'event=received ' "$dir/server.log" || true)
     fi
     if [ "$rc" != 0 ]; then
-        echo "inbound.sh: $kind $load #$rep: smtp-source exit $rc: $(tail -3 "$dir/source.out")" >&2
+        log "$kind $load #$rep: smtp-source exit $rc: $(tail -3 "$dir/source.out")"
     fi
     wall=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
     cpu=$(awk -v d=$(( c1 - c0 )) -v hz="$hz" 'BEGIN { printf "%.3f", d / hz }')
@@ -157,8 +126,8 @@ measure() {
     [ "${KEEP:-0}" = 1 ] || rm -rf "$dir/spool"
 }
 
-echo "inbound.sh: $("$BIN" --version | tr '\n' ' ')" >&2
-echo "inbound.sh: $(nproc) CPUs, kernel $(uname -r), spool under $work ($(df -T "$work" | awk 'NR==2 { print $2 }'))" >&2
+log "$("$BIN" --version | tr '\n' ' ')"
+log "$(nproc) CPUs, kernel $(uname -r), spool under $work ($(df -T "$work" | awk 'NR==2 { print $2 }'))"
 
 loads=(a b)
 declare -A load_args=(

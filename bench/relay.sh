@@ -44,17 +44,17 @@ TOTAL_BUDGET=${TOTAL_BUDGET:-840}
 REACTORS=${REACTORS:-0}
 WORKERS=${WORKERS:-0}
 BENCH_DIR=${BENCH_DIR:-/var/tmp}
-PY=/usr/bin/python3
 SMTP_SOURCE=$(command -v smtp-source || echo /usr/sbin/smtp-source)
 SMTP_SINK=$(command -v smtp-sink || echo /usr/sbin/smtp-sink)
-POSTFIX=$(command -v postfix || echo /usr/sbin/postfix)
+POSTFIX_BIN=$(command -v postfix || echo /usr/sbin/postfix)
 
-die() { echo "relay.sh: $*" >&2; exit 1; }
-log() { echo "relay.sh: $*" >&2; }
+me=relay.sh
+# shellcheck source=lib.sh source-path=SCRIPTDIR
+. "$here/lib.sh" # PY, die, log, helper, free_port, wait_port, stop_pid, postfix_*, remove_work
 [ -x "$BIN" ] || die "ringmail binary not found: $BIN (set RINGMAIL_BIN)"
 [ -x "$SMTP_SOURCE" ] || die "smtp-source not found (apt-get install postfix)"
 [ -x "$SMTP_SINK" ] || die "smtp-sink not found (apt-get install postfix)"
-[ -x "$POSTFIX" ] || die "postfix not found (apt-get install postfix)"
+[ -x "$POSTFIX_BIN" ] || die "postfix not found (apt-get install postfix)"
 [ -x "$PY" ] || die "$PY not found"
 [ "$(id -u)" = 0 ] || die "must run as root (a private Postfix instance is started)"
 id postfix >/dev/null 2>&1 || die "user postfix does not exist"
@@ -67,185 +67,22 @@ results=$work/results.tsv
 start_time=$SECONDS
 hz=$(getconf CLK_TCK)
 pfdir=$work/postfix          # the private instance: config, queue, data, maillog
-pfconf=$pfdir/etc
 declare -A sink_pid=() sink_out=() sink_total=() target_port=()
 rm_pid=
 sink_port=
-pf_master=
-pf_started=0
 
-# ---- helpers in Python: the timed run (5 ms polling) and process-tree CPU ----
-cat >"$work/helper.py" <<'EOF'
-import os, subprocess, sys, time
-
-def count(path):
-    """smtp-sink -c: the last 'mesg=N' of its running counter (\r-separated)."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, 2)
-            n = f.tell()
-            f.seek(max(0, n - 96))
-            t = f.read()
-    except OSError:
-        return 0
-    i = t.rfind(b"mesg=")
-    if i < 0:
-        return 0
-    j = k = i + 5
-    while k < len(t) and t[k:k + 1].isdigit():
-        k += 1
-    return int(t[j:k] or b"0")
-
-def stat(pid):
-    with open("/proc/%s/stat" % pid, "rb") as f:
-        s = f.read()
-    f = s[s.rindex(b")") + 2:].split()
-    # f[0] is field 3 (state): ppid=4, utime=14, stime=15, cutime=16, cstime=17
-    return int(f[1]), int(f[11]) + int(f[12]), int(f[13]) + int(f[14])
-
-def treecpu(root):
-    """utime+stime of root and all its live descendants + root's cutime+cstime."""
-    procs = {}
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                procs[int(d)] = stat(d)
-            except (OSError, ValueError, IndexError):
-                pass
-    if root not in procs:
-        return None, 0
-    kids = {}
-    for p, (pp, _, _) in procs.items():
-        kids.setdefault(pp, []).append(p)
-    total, todo, n = procs[root][2], [root], 0
-    while todo:
-        p = todo.pop()
-        n += 1
-        total += procs[p][1]
-        todo.extend(kids.get(p, ()))
-    return total, n
-
-def machine():
-    """busy ticks of the whole machine: user+nice+system+irq+softirq (no idle, iowait, steal)."""
-    with open("/proc/stat") as f:
-        v = f.readline().split()
-    return sum(int(v[i]) for i in (1, 2, 3, 6, 7))
-
-cmd = sys.argv[1]
-if cmd == "count":
-    print(count(sys.argv[2]))
-elif cmd in ("cpu", "settle"):
-    # cpu PID...: "ticks nprocs" of each PID's tree, then the machine's busy ticks.
-    # settle PID...: first sample the first tree every 250 ms until it grows by
-    # <= 1 tick (at most 4 s): the work left after the last delivery is included.
-    roots = [int(a) for a in sys.argv[2:]]
-    if cmd == "settle":
-        prev = None
-        for _ in range(17):
-            t, _n = treecpu(roots[0])
-            if t is None or (prev is not None and t - prev <= 1):
-                break
-            prev = t
-            time.sleep(0.25)
-    out = []
-    for r in roots:
-        t, n = treecpu(r)
-        if t is None:
-            sys.exit(1)
-        out += [t, n]
-    print(*out, machine())
-elif cmd == "run":
-    # run SINKFILE BASE TARGET TIMEOUT OUTFILE -- argv...
-    sinkfile, base, target, timeout, out = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), \
-        float(sys.argv[5]), sys.argv[6]
-    argv = sys.argv[sys.argv.index("--") + 1:]
-    t0 = time.time()
-    with open(out, "wb") as o:
-        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=o, stderr=subprocess.STDOUT)
-    deadline, src_done, reached, c = t0 + timeout, None, None, 0
-    while True:
-        now = time.time()
-        if src_done is None and p.poll() is not None:
-            src_done = now - t0
-        c = count(sinkfile) - base
-        if c >= target:
-            reached = now - t0
-            break
-        if now > deadline:
-            break
-        time.sleep(0.005)
-    rc = p.poll()
-    if rc is None:
-        try:
-            rc = p.wait(max(0.1, deadline - time.time()))
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-            rc = "killed"
-    if src_done is None:
-        src_done = time.time() - t0
-    ru = os.times()  # smtp-source's CPU (children_user + children_system), seconds
-    # wall until all delivered (or the timeout), messages delivered, smtp-source exit, its wall, its CPU
-    print("%.3f %d %s %.3f %.3f" % (reached if reached is not None else timeout, c, rc, src_done,
-                                    ru.children_user + ru.children_system))
-EOF
-helper() { "$PY" "$work/helper.py" "$@"; }
-
-stop_pid() { # PID NAME: SIGTERM, wait up to 10 s, SIGKILL
-    local pid=$1
-    [ -n "$pid" ] || return 0
-    kill -TERM "$pid" 2>/dev/null || return 0
-    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    if kill -0 "$pid" 2>/dev/null; then
-        log "$2 (pid $pid) ignored SIGTERM, SIGKILL"
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-}
-
-stop_postfix() {
-    [ "$pf_started" = 1 ] || return 0
-    pf_started=0
-    "$POSTFIX" -c "$pfconf" stop >>"$pfdir/control.log" 2>&1 || true
-    if [ -n "$pf_master" ]; then
-        for _ in $(seq 1 100); do kill -0 "$pf_master" 2>/dev/null || break; sleep 0.1; done
-        if kill -0 "$pf_master" 2>/dev/null; then
-            log "private Postfix master $pf_master still running, postfix abort"
-            "$POSTFIX" -c "$pfconf" abort >>"$pfdir/control.log" 2>&1 || true
-            sleep 1
-            if kill -0 "$pf_master" 2>/dev/null; then kill -KILL "$pf_master" 2>/dev/null || true; fi
-        fi
-    fi
-}
+write_helper # $work/helper.py: the timed run (5 ms polling) and process-tree CPU
 
 cleanup() {
     set +e
     stop_pid "$rm_pid" ringmail
     rm_pid=
-    stop_postfix
+    postfix_stop "$pfdir"
     for s in "${!sink_pid[@]}"; do stop_pid "${sink_pid[$s]}" "smtp-sink ($s)"; done
-    if [ "${KEEP:-0}" = 1 ]; then
-        log "kept $work"
-    else
-        rm -rf "$work"
-    fi
+    remove_work
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-free_port() {
-    "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-# wait until 127.0.0.1:PORT accepts (PID must stay alive), at most 10 s
-wait_port() {
-    for _ in $(seq 1 100); do
-        [ -z "${2:-}" ] || kill -0 "$2" 2>/dev/null || return 1
-        if timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    return 1
-}
 
 # start_sink NAME: one smtp-sink per system, its running counter into a file;
 # sets sink_port (not run in $(...): the PID must stay in this shell)
@@ -268,78 +105,23 @@ start_ringmail() {
     "$BIN" -o "listen=127.0.0.1:$port" -o "spool_dir=$work/ringmail/spool" -o user=root \
         -o durability=fsync -o "reactors=$REACTORS" -o "workers=$WORKERS" \
         -o "relayhost=[127.0.0.1]:$sinkport" -o max_connections=20000 \
-        -o myhostname=ringmail.bench.example \
+        -o myhostname=ringmail.bench.example -o admin_listen= \
         </dev/null >/dev/null 2>>"$work/ringmail/ringmail.log" &
     rm_pid=$!
     wait_port "$port" "$rm_pid" || { cat "$work/ringmail/ringmail.log" >&2; die "ringmail did not start"; }
     target_port[ringmail]=$port
 }
 
-# A private Postfix instance: own main.cf/master.cf, queue, data directory and
+# A private Postfix instance (bench/lib.sh): own main.cf/master.cf, queue, data directory and
 # log file; Postfix defaults otherwise (cleanup fsyncs every queue file before 250).
 start_postfix() {
     local sinkport=$1 port
     port=$(free_port)
-    mkdir -p "$pfconf" "$pfdir/queue" "$pfdir/data"
-    chown postfix:postfix "$pfdir/data"
-    cat >"$pfconf/main.cf" <<EOF
-# private benchmark instance written by bench/relay.sh; Postfix defaults otherwise
-compatibility_level = 3.6
-queue_directory = $pfdir/queue
-data_directory = $pfdir/data
-mail_owner = postfix
-setgid_group = postdrop
-myhostname = postfix.bench.example
-inet_interfaces = loopback-only
-inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
+    postfix_configure "$pfdir" "$port" <<EOF
 relayhost = [127.0.0.1]:$sinkport
 default_process_limit = 200
-maillog_file = $pfdir/maillog
 EOF
-    # chroot (5th column) off for every service; smtpd on the benchmark's port only
-    cat >"$pfconf/master.cf" <<EOF
-# service type  private unpriv  chroot  wakeup  maxproc command
-127.0.0.1:$port inet n -       n       -       -       smtpd
-pickup    unix  n       -       n       60      1       pickup
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-tlsmgr    unix  -       -       n       1000?   1       tlsmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-flush     unix  n       -       n       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-proxywrite unix -       -       n       -       1       proxymap
-smtp      unix  -       -       n       -       -       smtp
-relay     unix  -       -       n       -       -       smtp
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-local     unix  -       n       n       -       -       local
-virtual   unix  -       n       n       -       -       virtual
-lmtp      unix  -       -       n       -       -       lmtp
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
-EOF
-    "$POSTFIX" -c "$pfconf" check >>"$pfdir/control.log" 2>&1 ||
-        { cat "$pfdir/control.log" >&2; die "postfix -c $pfconf check failed"; }
-    pf_started=1 # from here on the trap stops it
-    "$POSTFIX" -c "$pfconf" start >>"$pfdir/control.log" 2>&1 ||
-        { cat "$pfdir/control.log" "$pfdir/maillog" >&2 2>/dev/null; die "postfix -c $pfconf start failed"; }
-    for _ in $(seq 1 50); do
-        [ -s "$pfdir/queue/pid/master.pid" ] && break
-        sleep 0.1
-    done
-    pf_master=$(tr -d ' \n' <"$pfdir/queue/pid/master.pid" 2>/dev/null || true)
-    if [ -z "$pf_master" ] || ! kill -0 "$pf_master" 2>/dev/null; then
-        die "private Postfix master did not start"
-    fi
-    wait_port "$port" "$pf_master" || die "private Postfix does not listen on 127.0.0.1:$port"
+    postfix_start "$pfdir" "$port"
     target_port[postfix]=$port
 }
 

@@ -53,12 +53,12 @@ RUN_TIMEOUT=${RUN_TIMEOUT:-90}
 TOTAL_BUDGET=${TOTAL_BUDGET:-840}
 USE_POSTFIX=${POSTFIX:-1}
 BENCH_DIR=${BENCH_DIR:-/var/tmp}
-PY=/usr/bin/python3
 POSTFIX_BIN=$(command -v postfix || echo /usr/sbin/postfix)
 POSTSUPER=$(command -v postsuper || echo /usr/sbin/postsuper)
 
-die() { echo "tls.sh: $*" >&2; exit 1; }
-log() { echo "tls.sh: $*" >&2; }
+me=tls.sh
+# shellcheck source=lib.sh source-path=SCRIPTDIR
+. "$here/lib.sh" # PY, die, log, helper, free_port, wait_port, stop_pid, postfix_*, remove_work
 [ -x "$BIN" ] || die "ringmail binary not found: $BIN (set RINGMAIL_BIN)"
 [ -x "$TLS_SOURCE" ] || die "tls_source not found: $TLS_SOURCE (cmake --build --preset release --target tls_source)"
 [ -x "$PY" ] || die "$PY not found"
@@ -79,118 +79,17 @@ hz=$(getconf CLK_TCK)
 pfdir=$work/postfix
 pfconf=$pfdir/etc
 declare -A pid_of=() port_of=()
-pf_master=
-pf_started=0
 
-# ---- helper: process-tree CPU (as in bench/relay.sh) ----
-cat >"$work/helper.py" <<'EOF'
-import os, sys, time
-
-def stat(pid):
-    with open("/proc/%s/stat" % pid, "rb") as f:
-        s = f.read()
-    f = s[s.rindex(b")") + 2:].split()
-    # f[0] is field 3 (state): ppid=4, utime=14, stime=15, cutime=16, cstime=17
-    return int(f[1]), int(f[11]) + int(f[12]), int(f[13]) + int(f[14])
-
-def treecpu(root):
-    """utime+stime of root and all its live descendants + root's cutime+cstime."""
-    procs = {}
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                procs[int(d)] = stat(d)
-            except (OSError, ValueError, IndexError):
-                pass
-    if root not in procs:
-        return None
-    kids = {}
-    for p, (pp, _, _) in procs.items():
-        kids.setdefault(pp, []).append(p)
-    total, todo = procs[root][2], [root]
-    while todo:
-        p = todo.pop()
-        total += procs[p][1]
-        todo.extend(kids.get(p, ()))
-    return total
-
-def machine():
-    """busy ticks of the whole machine: user+nice+system+irq+softirq."""
-    with open("/proc/stat") as f:
-        v = f.readline().split()
-    return sum(int(v[i]) for i in (1, 2, 3, 6, 7))
-
-# cpu PID | settle PID: "tree-ticks machine-ticks"; settle first waits (250 ms
-# steps, at most 4 s) until the tree's CPU grows by <= 1 tick.
-cmd, root = sys.argv[1], int(sys.argv[2])
-if cmd == "settle":
-    prev = None
-    for _ in range(17):
-        t = treecpu(root)
-        if t is None or (prev is not None and t - prev <= 1):
-            break
-        prev = t
-        time.sleep(0.25)
-t = treecpu(root)
-if t is None:
-    sys.exit(1)
-print(t, machine())
-EOF
-helper() { "$PY" "$work/helper.py" "$@"; }
-
-stop_pid() { # PID NAME: SIGTERM, wait up to 10 s, SIGKILL
-    local pid=$1
-    [ -n "$pid" ] || return 0
-    kill -TERM "$pid" 2>/dev/null || return 0
-    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    if kill -0 "$pid" 2>/dev/null; then
-        log "$2 (pid $pid) ignored SIGTERM, SIGKILL"
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-}
-
-stop_postfix() {
-    [ "$pf_started" = 1 ] || return 0
-    pf_started=0
-    "$POSTFIX_BIN" -c "$pfconf" stop >>"$pfdir/control.log" 2>&1 || true
-    if [ -n "$pf_master" ]; then
-        for _ in $(seq 1 100); do kill -0 "$pf_master" 2>/dev/null || break; sleep 0.1; done
-        if kill -0 "$pf_master" 2>/dev/null; then
-            log "private Postfix master $pf_master still running, postfix abort"
-            "$POSTFIX_BIN" -c "$pfconf" abort >>"$pfdir/control.log" 2>&1 || true
-            sleep 1
-            if kill -0 "$pf_master" 2>/dev/null; then kill -KILL "$pf_master" 2>/dev/null || true; fi
-        fi
-    fi
-}
+write_helper # $work/helper.py: process-tree CPU (as bench/relay.sh counts it)
 
 cleanup() {
     set +e
     for s in rm-none rm-fsync; do stop_pid "${pid_of[$s]:-}" "$s"; done
-    stop_postfix
-    if [ "${KEEP:-0}" = 1 ]; then
-        log "kept $work"
-    else
-        rm -rf "$work"
-    fi
+    postfix_stop "$pfdir"
+    remove_work
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-free_port() {
-    "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-# wait until 127.0.0.1:PORT accepts (PID must stay alive), at most 10 s
-wait_port() {
-    for _ in $(seq 1 100); do
-        kill -0 "$2" 2>/dev/null || return 1
-        if timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    return 1
-}
 
 # ---- the certificate: self-signed EC P-256 ----
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
@@ -206,7 +105,7 @@ start_ringmail() {
     mkdir -p "$work/$name"
     "$BIN" -o "listen=127.0.0.1:$port" -o "spool_dir=$work/$name/spool" -o user=root \
         -o "durability=$dur" -o reactors=1 -o delivery=hold \
-        -o max_connections=20000 -o myhostname=ringmail.bench.example \
+        -o max_connections=20000 -o myhostname=ringmail.bench.example -o admin_listen= \
         -o "tls_cert_file=$work/cert.pem" -o "tls_key_file=$work/key.pem" \
         </dev/null >/dev/null 2>>"$work/$name/ringmail.log" &
     pid_of[$name]=$!
@@ -214,26 +113,13 @@ start_ringmail() {
     wait_port "$port" "${pid_of[$name]}" || { cat "$work/$name/ringmail.log" >&2; die "ringmail ($name) did not start"; }
 }
 
-# A private Postfix instance (see bench/relay.sh) with STARTTLS offered and
+# A private Postfix instance (bench/lib.sh, as in bench/relay.sh) with STARTTLS offered and
 # every message put on hold: smtpd, cleanup (fsync before 250), trivial-rewrite;
 # qmgr never sees the messages, nothing is delivered.
 start_postfix() {
     local port
     port=$(free_port)
-    mkdir -p "$pfconf" "$pfdir/queue" "$pfdir/data"
-    chown postfix:postfix "$pfdir/data"
-    cat >"$pfconf/main.cf" <<EOF
-# private benchmark instance written by bench/tls.sh; Postfix defaults otherwise
-compatibility_level = 3.6
-queue_directory = $pfdir/queue
-data_directory = $pfdir/data
-mail_owner = postfix
-setgid_group = postdrop
-myhostname = postfix.bench.example
-inet_interfaces = loopback-only
-inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
-maillog_file = $pfdir/maillog
+    postfix_configure "$pfdir" "$port" <<EOF
 # STARTTLS offered, as ringmail's smtpd_tls_security_level: may
 smtpd_tls_cert_file = $work/cert.pem
 smtpd_tls_key_file = $work/key.pem
@@ -246,49 +132,7 @@ alias_database =
 # belt and braces: should a message ever leave the hold queue, it is deferred
 defer_transports = smtp relay local virtual
 EOF
-    # chroot (5th column) off for every service; smtpd on the benchmark's port only
-    cat >"$pfconf/master.cf" <<EOF
-# service type  private unpriv  chroot  wakeup  maxproc command
-127.0.0.1:$port inet n -       n       -       -       smtpd
-pickup    unix  n       -       n       60      1       pickup
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-tlsmgr    unix  -       -       n       1000?   1       tlsmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-flush     unix  n       -       n       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-proxywrite unix -       -       n       -       1       proxymap
-smtp      unix  -       -       n       -       -       smtp
-relay     unix  -       -       n       -       -       smtp
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-local     unix  -       n       n       -       -       local
-virtual   unix  -       n       n       -       -       virtual
-lmtp      unix  -       -       n       -       -       lmtp
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
-EOF
-    "$POSTFIX_BIN" -c "$pfconf" check >>"$pfdir/control.log" 2>&1 ||
-        { cat "$pfdir/control.log" >&2; die "postfix -c $pfconf check failed"; }
-    pf_started=1 # from here on the trap stops it
-    "$POSTFIX_BIN" -c "$pfconf" start >>"$pfdir/control.log" 2>&1 ||
-        { cat "$pfdir/control.log" "$pfdir/maillog" >&2 2>/dev/null; die "postfix -c $pfconf start failed"; }
-    for _ in $(seq 1 50); do
-        [ -s "$pfdir/queue/pid/master.pid" ] && break
-        sleep 0.1
-    done
-    pf_master=$(tr -d ' \n' <"$pfdir/queue/pid/master.pid" 2>/dev/null || true)
-    if [ -z "$pf_master" ] || ! kill -0 "$pf_master" 2>/dev/null; then
-        die "private Postfix master did not start"
-    fi
-    wait_port "$port" "$pf_master" || die "private Postfix does not listen on 127.0.0.1:$port"
+    postfix_start "$pfdir" "$port"
     pid_of[postfix]=$pf_master
     port_of[postfix]=$port
 }
@@ -328,12 +172,12 @@ measure() {
     pid=${pid_of[$sys]}
     a0=$(accepted "$sys")
     h0=$(handshakes "$sys")
-    read -r c0 m0 < <(helper cpu "$pid") || die "$sys (pid $pid) is gone"
+    read -r c0 _ m0 < <(helper cpu "$pid") || die "$sys (pid $pid) is gone"
     rc=0
     # shellcheck disable=SC2086 # split the arguments on purpose
     out=$(timeout "$RUN_TIMEOUT" "$TLS_SOURCE" ${load_args[$load]} ${mode_args[$mode]} \
         "127.0.0.1:${port_of[$sys]}" 2>"$work/source-$sys-$load-$mode-$rep.err") || rc=$?
-    read -r c1 m1 < <(helper settle "$pid") || die "$sys (pid $pid) is gone"
+    read -r c1 _ m1 < <(helper settle "$pid") || die "$sys (pid $pid) is gone"
     a1=$(accepted "$sys")
     h1=$(handshakes "$sys")
     # wall=.. messages=.. connections=.. handshakes=.. resumed=.. errors=.. client_cpu=.. tls=.. ok=..
