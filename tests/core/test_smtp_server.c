@@ -1522,3 +1522,38 @@ Test(smtp_server, refused_bdat0_without_tx_room)
     cr_assert_eq(f->s.state, SMTP_S_READY);
     fake_free(f);
 }
+
+/* The error that reaches smtpd_hard_error_limit and its 421 stay whole even with the
+   longest echoed path and myhostname (fuzz finding: the 421 line used to be cut). */
+static void
+long_name_one_error(struct ringmail_config *c)
+{
+    char err[CONFIG_ERR_MAX];
+
+    memset(c->myhostname, 0, sizeof(c->myhostname));
+    for (size_t i = 0; i < 250; i++)
+        c->myhostname[i] = i % 10 == 9 ? '.' : 'h';
+    c->smtpd_hard_error_limit = 1;
+    cr_assert_eq(config_set(c, "mynetworks=10.0.0.0/8", err, sizeof(err)), 0, "%s", err);
+}
+
+Test(smtp_server, hard_limit_421_never_cut)
+{
+    struct fake *f = ready(long_name_one_error);
+    char rcpt[300];
+    const char *got;
+
+    memset(rcpt, 'x', 200);
+    snprintf(rcpt + 200, sizeof(rcpt) - 200, "@elsewhere.example");
+    feed(f, "MAIL FROM:<a@b.example>\r\n");
+    take(f);
+    char cmd[400];
+    snprintf(cmd, sizeof(cmd), "RCPT TO:<%s>\r\n", rcpt);
+    feed(f, cmd);
+    got = take(f);
+    cr_assert(strncmp(got, "554 5.7.1 <", 11) == 0, "%s", got);
+    cr_assert(strstr(got, ">: Relay access denied\r\n421 4.7.0 Error: too many errors\r\n") != NULL,
+              "%s", got);
+    cr_assert(f->s.flags & SMTP_F_CLOSE);
+    fake_free(f);
+}
