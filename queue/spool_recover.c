@@ -696,6 +696,7 @@ build_index(struct scan *s)
     while (i < s->nc) {
         uint64_t id = s->c[i].m.env.id;
         size_t j = i, keep = SIZE_MAX, d0, d1;
+        const struct done_ref *dref;
         uint8_t *marks;
         int fin, rc;
 
@@ -707,12 +708,13 @@ build_index(struct scan *s)
         d0 = d1 = done_first(s, id);
         while (d1 < s->ndone && s->done[d1].id == id)
             d1++;
+        /* s->done is NULL when no segment holds a DONE record, and NULL + 0 is undefined */
+        dref = d1 > d0 ? s->done + d0 : NULL;
         /* every copy holds the same envelope: any one gives the recipient count */
-        fin =
-            done_merge(s, &s->c[keep != SIZE_MAX ? keep : i].m.env, s->done + d0, d1 - d0, &marks);
+        fin = done_merge(s, &s->c[keep != SIZE_MAX ? keep : i].m.env, dref, d1 - d0, &marks);
         if (fin < 0)
             return fin;
-        rc = add_keep_edges(s, s->done + d0, d1 - d0, s->c + i, j - i);
+        rc = add_keep_edges(s, dref, d1 - d0, s->c + i, j - i);
         if (rc < 0) {
             free(marks);
             return rc;
