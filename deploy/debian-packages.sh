@@ -5,7 +5,7 @@
 set -eu
 BUILD="build-essential cmake ninja-build pkg-config liburing-dev android-libboringssl-dev \
 libjemalloc-dev libcriterion-dev libcyaml-dev libyaml-dev libxxhash-dev"
-TEST="python3 swaks postfix clang-format"
+TEST="python3 swaks postfix clang-format clang libclang-rt-14-dev"
 
 want="$BUILD"
 [ "${1:-build}" = "test" ] && want="$BUILD $TEST"
