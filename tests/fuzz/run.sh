@@ -14,6 +14,9 @@
 # memory; its log is printed and its reproducer copied to
 # build/fuzz/artifacts/<harness>/ (replay: build/fuzz/tests/fuzz/<harness> FILE).
 #
+# <harness> is the executable's name (fuzz_smtp_server); the name without its
+# fuzz_ prefix (smtp_server) is found too, for corpus, regress and dict alike.
+#
 # Environment: FUZZ_BUILD (the harnesses' folder, default build/fuzz/tests/fuzz),
 # FUZZ_JOBS (harnesses at a time, default 2).
 set -eu
@@ -45,6 +48,18 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/ringmail-fuzz.XXXXXX")
 trap 'rm -rf "$work"' EXIT INT TERM
 failed=""
 
+# The path of harness $2's entry in tests/fuzz/$1 (suffix $3): under its own
+# name, else under its name without the fuzz_ prefix; "" when neither exists.
+find_for() {
+    for n in "$2" "${2#fuzz_}"; do
+        if [ -e "tests/fuzz/$1/$n$3" ]; then
+            echo "tests/fuzz/$1/$n$3"
+            return
+        fi
+    done
+    echo ""
+}
+
 # Keep what libFuzzer saved for harness $1 and say how to replay it.
 report() {
     h=$1
@@ -63,7 +78,9 @@ report() {
 # 1. the regression inputs, one run each so that a failure names its input
 for h in $harnesses; do
     n=0
-    for f in tests/fuzz/regress/"$h"/*; do
+    rdir=$(find_for regress "$h" "")
+    [ -n "$rdir" ] || continue
+    for f in "$rdir"/*; do
         [ -f "$f" ] || continue
         n=$((n + 1))
         if ! "$bindir/$h" -rss_limit_mb=2048 -timeout=10 "$f" >"$work/$h.log" 2>&1; then
@@ -79,7 +96,7 @@ for d in tests/fuzz/regress/*/; do
     [ -d "$d" ] || continue
     h=$(basename "$d")
     case " $harnesses " in
-    *" $h "*) ;;
+    *" $h "* | *" fuzz_$h "*) ;;
     *) echo "fuzz: warning: $d has no built harness $h" >&2 ;;
     esac
 done
@@ -92,11 +109,10 @@ fi
 start() {
     h=$1
     mkdir -p "$work/$h/corpus" "$work/$h/artifacts"
-    if [ -d "tests/fuzz/corpus/$h" ]; then
-        cp -R "tests/fuzz/corpus/$h/." "$work/$h/corpus/"
-    fi
-    dict=""
-    [ -f "tests/fuzz/dict/$h.dict" ] && dict="-dict=tests/fuzz/dict/$h.dict"
+    seeds=$(find_for corpus "$h" "")
+    [ -z "$seeds" ] || cp -R "$seeds/." "$work/$h/corpus/"
+    dict=$(find_for dict "$h" .dict)
+    [ -z "$dict" ] || dict="-dict=$dict"
     echo "== $h: fuzzing for ${secs}s"
     # shellcheck disable=SC2086
     (
