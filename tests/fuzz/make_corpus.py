@@ -93,6 +93,9 @@ SERVER = {
                      b"EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<x@elsewhere.example>\r\n"
                      b"RCPT TO:<" + b"r" * 240 + b"@elsewhere.example>\r\n"
                      b"RCPT TO:<ok@example.net>\r\nRCPT TO:<ok@sub.example.org>\r\nQUIT\r\n"),
+    "relay_denied_long_421": (server_hdr(0x80 | 0x20, v6=1),
+                              b"EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<" + b"r" * 230 +
+                              b"@elsewhere.example>\r\nQUIT\r\n"),
     "misc_commands": (server_hdr(TRUSTED, commit=0x31, tx=3),
                       b"EHLO c\r\nHELP\r\nVRFY alice\r\nNOOP\r\nRSET\r\nrset x\r\nEhLo again\r\n"
                       b"MAIL FROM:<a@b.example>\r\nRCPT TO:<postmaster>\r\nDATA x\r\nDATA\r\n.\r\n"
