@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerInitialize(int *argc, char ***argv);
@@ -86,6 +87,25 @@ fuzz_dup(const void *p, size_t n)
     if (n > 0)
         memcpy(c, p, n);
     return c;
+}
+
+/*
+ * Make a folder for this process's scratch files: under $TMPDIR when it is
+ * set (tests/fuzz/run.sh points it into its own work folder, removed however
+ * the harness ends), else /dev/shm when there is one, else /tmp. The harness
+ * removes it at a normal exit; after a crash run.sh's cleanup does.
+ */
+static inline void
+fuzz_mkdtemp(char *out, size_t cap, const char *tag)
+{
+    const char *base = getenv("TMPDIR");
+    struct stat st;
+
+    if (base == NULL || base[0] == '\0')
+        base = stat("/dev/shm", &st) == 0 && S_ISDIR(st.st_mode) ? "/dev/shm" : "/tmp";
+    FUZZ_CHECK((size_t)snprintf(out, cap, "%s/ringmail-fuzz-%s-XXXXXX", base, tag) < cap,
+               "temporary folder name too long");
+    FUZZ_CHECK(mkdtemp(out) != NULL, "mkdtemp %s", out);
 }
 
 /* A growable byte buffer for transcripts. */

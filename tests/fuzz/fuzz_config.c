@@ -4,7 +4,7 @@
  * Each input is used twice: written to a file and read with
  * config_load_file() (YAML), and, up to its first NUL, given to config_set()
  * as a "key=value" override. The file lives in a folder made once per process
- * (under /dev/shm when it exists, else /tmp) and removed at exit.
+ * (fuzz_mkdtemp(): $TMPDIR, else /dev/shm, else /tmp) and removed at exit.
  *
  * Invariants: the result is 0 or -1; -1 comes with a non-empty,
  * NUL-terminated, one-line message without control octets, and leaves the
@@ -24,7 +24,7 @@
 #include "core/config.h"
 #include "fuzz.h"
 
-static char dir[64], path_in[128], path_dump[128];
+static char dir[256], path_in[300], path_dump[300];
 static FILE *devnull;
 /* a configuration is ~600 KiB: static, not on the stack */
 static struct ringmail_config base, cfg, back;
@@ -40,13 +40,9 @@ cleanup(void)
 int
 LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-    struct stat st;
-
     (void)argc;
     (void)argv;
-    snprintf(dir, sizeof(dir), "%s/ringmail-fuzz-config-XXXXXX",
-             stat("/dev/shm", &st) == 0 && S_ISDIR(st.st_mode) ? "/dev/shm" : "/tmp");
-    FUZZ_CHECK(mkdtemp(dir) != NULL, "mkdtemp %s: %s", dir, strerror(errno));
+    fuzz_mkdtemp(dir, sizeof(dir), "config");
     snprintf(path_in, sizeof(path_in), "%s/in.yml", dir);
     snprintf(path_dump, sizeof(path_dump), "%s/dump.yml", dir);
     atexit(cleanup);

@@ -3,7 +3,7 @@
  * on arbitrary segment octets.
  *
  * Each input is recovered three ways, in a spool folder made once per
- * process (under /dev/shm when it exists, else /tmp, removed at exit):
+ * process (fuzz_mkdtemp(): $TMPDIR, else /dev/shm, else /tmp; removed at exit):
  *   1. as it is, one segment file (seg-<16 HEX>.rms);
  *   2. resealed: every record header that checks at an 8-octet boundary gets
  *      the checksum its segment's seed gives it, so that mutated payloads
@@ -39,7 +39,7 @@
 
 #define SEG_FIRST 1u /* seg-0000000000000001.rms, then ...02 */
 
-static char dir[64];
+static char dir[256];
 static FILE *devnull;
 
 struct seg_file {
@@ -60,7 +60,7 @@ seg_path(uint64_t id, char *out, size_t cap)
 static void
 cleanup(void)
 {
-    char path[128];
+    char path[320];
 
     for (unsigned i = 0; i < 2; i++) {
         seg_path(SEG_FIRST + i, path, sizeof(path));
@@ -72,13 +72,9 @@ cleanup(void)
 int
 LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-    struct stat st;
-
     (void)argc;
     (void)argv;
-    snprintf(dir, sizeof(dir), "%s/ringmail-fuzz-spool-XXXXXX",
-             stat("/dev/shm", &st) == 0 && S_ISDIR(st.st_mode) ? "/dev/shm" : "/tmp");
-    FUZZ_CHECK(mkdtemp(dir) != NULL, "mkdtemp %s: %s", dir, strerror(errno));
+    fuzz_mkdtemp(dir, sizeof(dir), "spool");
     atexit(cleanup);
     devnull = fopen("/dev/null", "w");
     FUZZ_CHECK(devnull != NULL, "/dev/null: %s", strerror(errno));
@@ -235,7 +231,7 @@ static void
 recover(const struct seg_file *f, size_t nf)
 {
     struct spool_index idx;
-    char path[128];
+    char path[320];
     int rc;
 
     for (size_t i = 0; i < nf; i++) {

@@ -83,7 +83,9 @@ for h in $harnesses; do
     for f in "$rdir"/*; do
         [ -f "$f" ] || continue
         n=$((n + 1))
-        if ! "$bindir/$h" -rss_limit_mb=2048 -timeout=10 "$f" >"$work/$h.log" 2>&1; then
+        mkdir -p "$work/$h/tmp"
+        if ! TMPDIR="$work/$h/tmp" "$bindir/$h" -rss_limit_mb=2048 -timeout=10 "$f" \
+            >"$work/$h.log" 2>&1; then
             echo "== $h FAILED on the regression input $f; log:" >&2
             tail -n 60 "$work/$h.log" >&2
             echo "fuzz: $h reproducer: $f (replay: $bindir/$h $f)" >&2
@@ -108,7 +110,7 @@ fi
 # 2. fuzzing, $jobs at a time
 start() {
     h=$1
-    mkdir -p "$work/$h/corpus" "$work/$h/artifacts"
+    mkdir -p "$work/$h/corpus" "$work/$h/artifacts" "$work/$h/tmp"
     seeds=$(find_for corpus "$h" "")
     [ -z "$seeds" ] || cp -R "$seeds/." "$work/$h/corpus/"
     dict=$(find_for dict "$h" .dict)
@@ -117,6 +119,9 @@ start() {
     # shellcheck disable=SC2086
     (
         rc=0
+        # the harnesses' scratch folders go into $work, removed even after a crash
+        TMPDIR="$work/$h/tmp"
+        export TMPDIR
         "$bindir/$h" -max_total_time="$secs" -rss_limit_mb=2048 -timeout=10 $dict \
             -artifact_prefix="$work/$h/artifacts/" -print_final_stats=1 \
             "$work/$h/corpus" >"$work/$h.log" 2>&1 || rc=$?
