@@ -1030,7 +1030,10 @@ listen_add(struct listen_list *l, const char *s, size_t len, char *why, size_t n
     host[hlen] = '\0';
     if (hp.v6) {
         if (inet_pton(AF_INET6, host, addr) != 1) {
-            snprintf(why, n, "\"%s\": \"%s\" is not a valid IPv6 address", txt, host);
+            char htxt[SHOW_MAX + 8];
+
+            show(htxt, sizeof(htxt), h, hlen); /* escaped like txt */
+            snprintf(why, n, "\"%s\": \"%s\" is not a valid IPv6 address", txt, htxt);
             return -1;
         }
     } else if (all_digits_dots(h, hlen)) {
@@ -1235,7 +1238,10 @@ hop_host(const char *txt, const char *h, size_t hlen, bool bracketed, char *out,
             return -1;
         }
         if (inet_pton(AF_INET6, host, addr) != 1) {
-            snprintf(why, n, "\"%s\": \"%s\" is not a valid IPv6 address", txt, host);
+            char htxt[SHOW_MAX + 8];
+
+            show(htxt, sizeof(htxt), h, hlen); /* escaped like txt */
+            snprintf(why, n, "\"%s\": \"%s\" is not a valid IPv6 address", txt, htxt);
             return -1;
         }
         BUG_ON(inet_ntop(AF_INET6, addr, out, CONFIG_HOST_MAX) == NULL);

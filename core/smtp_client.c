@@ -780,6 +780,8 @@ handle_reply(struct smtp_client *c)
     case K_RSET:
         if (r->code / 100 == 2)
             c->need_rset = false;
+        else if (r->code / 100 == 3)
+            proto_error(c, "%u to RSET", r->code); /* never a recipient's status */
         else
             session_fail(c, SMTP_END_RSET, SMTP_RCPT_DEFERRED, r, true);
         break;

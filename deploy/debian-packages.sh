@@ -7,7 +7,7 @@ BUILD="build-essential cmake ninja-build pkg-config liburing-dev android-libbori
 libjemalloc-dev libcriterion-dev libcyaml-dev libyaml-dev libxxhash-dev libcrypt-dev"
 # prometheus: only its promtool, which lints the /metrics output (test_admin.py);
 # it pulls a few JavaScript libraries for its web UI, nothing that runs
-TEST="python3 swaks postfix clang-format openssl libnet-ssleay-perl haproxy whois mandoc prometheus"
+TEST="python3 swaks postfix clang-format openssl libnet-ssleay-perl haproxy whois mandoc prometheus clang libclang-rt-14-dev"
 
 want="$BUILD"
 [ "${1:-build}" = "test" ] && want="$BUILD $TEST"

@@ -192,7 +192,8 @@ struct cand {
     struct spool_msg m;
     uint32_t seg;     /* index in spool_index.seg */
     size_t seq;       /* discovery order: ties keep the first copy */
-    uint64_t bad_ext; /* offset of the first extent that did not check, or UINT64_MAX */
+    bool incomplete;  /* an extent did not check */
+    uint64_t bad_ext; /* offset of the first one (any value: UINT64_MAX is no sentinel) */
 };
 
 struct scan {
@@ -324,7 +325,8 @@ scan_record(struct scan *s, const char *name, uint32_t seg, uint64_t off,
     c->m.seed = sg->seed;
     c->seg = seg;
     c->seq = s->nc;
-    c->bad_ext = UINT64_MAX;
+    c->incomplete = false;
+    c->bad_ext = 0;
     s->nc++;
     return 0;
 }
@@ -356,6 +358,7 @@ check_extents(struct scan *s, size_t first)
             const struct data_ref *d = data_find(s, c->m.ext[k].off);
 
             if (d == NULL || d->id != c->m.env.id || d->len != c->m.ext[k].len) {
+                c->incomplete = true;
                 c->bad_ext = c->m.ext[k].off;
                 break;
             }
@@ -634,7 +637,7 @@ add_keep_edges(struct scan *s, const struct done_ref *d, size_t n, const struct 
         for (size_t i = 0; i < nc; i++) {
             void *np;
 
-            if (c[i].bad_ext != UINT64_MAX || c[i].seg == d[k].seg)
+            if (c[i].incomplete || c[i].seg == d[k].seg)
                 continue; /* an incomplete copy never comes back; one segment goes as a whole */
             np = grow(s->edge, &s->edgecap, s->nedge + 1, sizeof(*s->edge));
             if (np == NULL)
@@ -696,23 +699,25 @@ build_index(struct scan *s)
     while (i < s->nc) {
         uint64_t id = s->c[i].m.env.id;
         size_t j = i, keep = SIZE_MAX, d0, d1;
+        const struct done_ref *dref;
         uint8_t *marks;
         int fin, rc;
 
         while (j < s->nc && s->c[j].m.env.id == id) {
-            if (keep == SIZE_MAX && s->c[j].bad_ext == UINT64_MAX)
+            if (keep == SIZE_MAX && !s->c[j].incomplete)
                 keep = j;
             j++;
         }
         d0 = d1 = done_first(s, id);
         while (d1 < s->ndone && s->done[d1].id == id)
             d1++;
+        /* s->done is NULL when no segment holds a DONE record, and NULL + 0 is undefined */
+        dref = d1 > d0 ? s->done + d0 : NULL;
         /* every copy holds the same envelope: any one gives the recipient count */
-        fin =
-            done_merge(s, &s->c[keep != SIZE_MAX ? keep : i].m.env, s->done + d0, d1 - d0, &marks);
+        fin = done_merge(s, &s->c[keep != SIZE_MAX ? keep : i].m.env, dref, d1 - d0, &marks);
         if (fin < 0)
             return fin;
-        rc = add_keep_edges(s, s->done + d0, d1 - d0, s->c + i, j - i);
+        rc = add_keep_edges(s, dref, d1 - d0, s->c + i, j - i);
         if (rc < 0) {
             free(marks);
             return rc;

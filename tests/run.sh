@@ -6,7 +6,9 @@
 #   3. tsan build: the multi-threaded stress tests under ThreadSanitizer
 #      (plain programs: Criterion cannot start under ThreadSanitizer);
 #   4. release build (-O2, LTO, jemalloc): unit and integration tests again;
-#   5. the module layering rule (core/ pure, queue/ without io_uring) and
+#   5. fuzz build (clang, libFuzzer, ASan + UBSan): the regression inputs,
+#      then every harness in tests/fuzz for FUZZ_SECONDS seconds (default 60);
+#   6. the module layering rule (core/ pure, queue/ without io_uring) and
 #      clang-format on every C file.
 set -eu
 cd "$(dirname "$0")/.."
@@ -25,6 +27,11 @@ echo "== tsan: stress tests of the threaded code (ThreadSanitizer) =="
 ctest --preset tsan -R '^stress_'
 echo "== release: unit + integration =="
 ctest --preset release
+
+echo "== fuzz: libFuzzer harnesses, ${FUZZ_SECONDS:-60}s each (clang, ASan, UBSan) =="
+cmake --preset fuzz >/dev/null
+cmake --build --preset fuzz -j "$jobs"
+sh tests/fuzz/run.sh "${FUZZ_SECONDS:-60}"
 
 echo "== module layering =="
 # core/ is pure (no sockets, io_uring, TLS or threads); queue/ never sees io_uring or net/

@@ -649,6 +649,11 @@ Test(config, listen_bad_address)
                    "-o listen: \"127.0.0.1:25\" is listed twice; expected each address once");
     expect_set_err("listen=LOCALHOST:25,localhost:25",
                    "-o listen: \"localhost:25\" is listed twice; expected each address once");
+    /* the bad address is escaped like the rest of the message (found by fuzz_config) */
+    expect_set_err("listen=[::\x01]:25",
+                   "-o listen: \"[::\\x01]:25\": \"::\\x01\" is not a valid IPv6 address");
+    expect_set_err("relayhost=[::\x1b]:25",
+                   "-o relayhost: \"[::\\x1b]:25\": \"::\\x1b\" is not a valid IPv6 address");
 }
 
 Test(config, listen_too_many)

@@ -1774,6 +1774,35 @@ Test(smtp_client, rset_refused_ends_the_session)
     fake_free(f);
 }
 
+/* A 3xx to RSET is a protocol error, never a recipient's status (found by
+   tests/fuzz/fuzz_smtp_client: the waiting message's recipients were deferred with "354"). */
+Test(smtp_client, rset_answered_3xx_is_a_protocol_error)
+{
+    struct fake *f = fake_new(false, FEED_WHOLE, 1);
+    struct envelope e1, e2;
+
+    mkenv(&e1, "a@example.org", "", 0, "b@example.net", NULL);
+    mkenv(&e2, "c@example.org", "", 0, "d@example.net", NULL);
+    set_body(f, &e1, "x\r\n");
+    hello(f, "250-mx\r\n250 PIPELINING\r\n");
+    send_msg(f, &e1);
+    f->seen = f->txlen;
+    server(f, "250 ok\r\n250 ok\r\n451 4.3.0 no DATA now\r\n");
+    expect_rcpt(f, 0, SMTP_RCPT_DEFERRED, 451, "4.3.0");
+    sent(f, "RSET\r\n");
+    /* handed over while RSET is in flight */
+    send_msg(f, &e2);
+    server(f, "354 go ahead\r\n");
+    cr_assert_eq(f->why, SMTP_END_PROTOCOL);
+    expect_rcpt(f, 0, SMTP_RCPT_DEFERRED, 421, "4.5.0");
+    cr_assert(f->r[0].synthetic);
+    cr_assert_eq(f->nmsg, 2);
+    sent(f, "");
+    env_free(&e1);
+    env_free(&e2);
+    fake_free(f);
+}
+
 Test(smtp_client, line_limits_exactly)
 {
     struct smtp_client_opts o = { .helo_name = "r.example", .max_line = 512 };
