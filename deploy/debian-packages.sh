@@ -7,6 +7,8 @@ BUILD="build-essential cmake ninja-build pkg-config liburing-dev android-libbori
 libjemalloc-dev libcriterion-dev libcyaml-dev libyaml-dev libxxhash-dev libcrypt-dev"
 TEST="python3 swaks postfix clang-format openssl libnet-ssleay-perl haproxy whois mandoc"
 
+# python3-yaml: tests/integration/test_deploy.py reads the Kubernetes manifests
+TEST="$TEST python3-yaml"
 want="$BUILD"
 [ "${1:-build}" = "test" ] && want="$BUILD $TEST"
 
