@@ -9,6 +9,8 @@ libjemalloc-dev libcriterion-dev libcyaml-dev libyaml-dev libxxhash-dev libcrypt
 # it pulls a few JavaScript libraries for its web UI, nothing that runs
 TEST="python3 swaks postfix clang-format openssl libnet-ssleay-perl haproxy whois mandoc prometheus clang libclang-rt-14-dev"
 
+# python3-yaml: tests/integration/test_deploy.py reads the Kubernetes manifests
+TEST="$TEST python3-yaml"
 want="$BUILD"
 [ "${1:-build}" = "test" ] && want="$BUILD $TEST"
 
