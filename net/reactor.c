@@ -191,8 +191,8 @@ reactor_init(struct reactor *r)
 
     rc = io_uring_queue_init_params(RING_ENTRIES, &r->ring, &p);
     if (rc < 0) {
-        log_msg(LOG_ERR, "event=fatal reactor=%u what=io_uring_setup error=\"%s\"", r->index,
-                strerror(-rc));
+        log_msg(LOG_ERR, "event=fatal reactor=%u what=io_uring_setup error=\"%s\"%s", r->index,
+                strerror(-rc), uring_hint(rc));
         return rc;
     }
     /* provided-buffer ring: shared by every connection of this reactor */

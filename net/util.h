@@ -4,6 +4,7 @@
 #ifndef RINGMAIL_NET_UTIL_H
 #define RINGMAIL_NET_UTIL_H
 
+#include <errno.h>
 #include <stdint.h>
 #include <sys/socket.h>
 #include <sys/types.h>
@@ -31,6 +32,17 @@ clock_wall_ms(void)
 
 /* mkdir -p: every missing folder of path with mode. 0 or -errno. Blocking: start-up only. */
 int mkdir_p(const char *path, mode_t mode);
+
+/* After io_uring_queue_init() failed with rc: a " note=..." naming the usual cause when it
+   is io_uring being switched off (EPERM, ENOSYS), else "". */
+static inline const char *
+uring_hint(int rc)
+{
+    if (rc == -EPERM || rc == -ENOSYS)
+        return " note=\"io_uring is disabled here: sysctl kernel.io_uring_disabled, or a "
+               "seccomp profile (container runtimes) that blocks io_uring_setup\"";
+    return "";
+}
 
 struct config_hostport;
 /* A listen address as a sockaddr: an IPv4 or IPv6 literal, "localhost" (127.0.0.1), or ""

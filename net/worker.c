@@ -1764,6 +1764,9 @@ worker_main(void *arg)
 
     rc = io_uring_queue_init(W_RING_ENTRIES, &w->ring,
                              IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN);
+    if (rc < 0)
+        log_msg(LOG_ERR, "event=fatal worker=%u what=io_uring_setup error=\"%s\"%s", w->index,
+                strerror(-rc), uring_hint(rc));
     if (rc == 0 && logbuf_init(&w->log, wud(0, 0, W_LOG)) < 0) {
         io_uring_queue_exit(&w->ring);
         rc = -ENOMEM;
