@@ -27,8 +27,14 @@ mkdir_p(const char *path, mode_t mode)
             char c = buf[i];
 
             buf[i] = '\0';
-            if (mkdir(buf, mode) == -1 && errno != EEXIST)
+            /* parents ringmail creates are 0755 whatever the umask: the folder kept
+               private (the spool: 0700) must stay reachable by `user` after the drop */
+            if (mkdir(buf, c == '\0' ? mode : 0755) == 0) {
+                if (c != '\0' && chmod(buf, 0755) == -1)
+                    return -errno;
+            } else if (errno != EEXIST) {
                 return -errno;
+            }
             buf[i] = c;
         }
     }

@@ -67,6 +67,27 @@ def t_drop_to_nobody(r):
     r.eq("restart: exit 0", srv.stop(), 0)
 
 
+def t_defaults_in_a_fresh_folder(r):
+    """The README's first command: run as root from a fresh folder with the built-in
+    ./var/spool and ./var/maildir, drop to nobody, take and deliver a message."""
+    d = base()
+    srv = rmtest.Server(name="fresh", cwd=d, hold=False, spool="./var/spool",
+                        opts={"user": "nobody", "maildir_dir": "./var/maildir",
+                              "relay_domains": "rmtest.example"}).start()
+    r.eq("runs as nobody", proc_ids(srv.pid)["Uid"][0], str(NOBODY.pw_uid))
+    r.eq("./var is reachable (0755), ./var/spool private (0700)",
+         (stat.S_IMODE(os.stat(os.path.join(d, "var")).st_mode),
+          stat.S_IMODE(os.stat(os.path.join(d, "var", "spool")).st_mode)), (0o755, 0o700))
+    s = smtplib.SMTP(rmtest.LOOPBACK, srv.port, timeout=15)
+    r.eq("mail accepted", s.sendmail("a@client.example", ["b@rmtest.example"],
+                                     b"Subject: x\r\n\r\nx\r\n"), {})
+    s.quit()
+    new = os.path.join(d, "var", "maildir", "new")
+    r.check("delivered into ./var/maildir/new", rmtest.wait_until(
+        lambda: os.path.isdir(new) and os.listdir(new), 20), srv.log()[-1500:])
+    r.eq("exit 0", srv.stop(), 0)
+
+
 def t_unknown_user(r):
     d = base()
     p = subprocess.run([rmtest.binary(), "-o", "listen=127.0.0.1:%d" % rmtest.free_port(), "-o",
@@ -89,4 +110,5 @@ def t_root_when_told(r):
 
 
 if __name__ == "__main__":
-    rmtest.main([t_drop_to_nobody, t_unknown_user, t_root_when_told])
+    rmtest.main([t_drop_to_nobody, t_defaults_in_a_fresh_folder, t_unknown_user,
+                 t_root_when_told])
