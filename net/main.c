@@ -786,11 +786,12 @@ run(const struct ringmail_config *cfg)
             }
         }
     }
+    /* the verifiers first: one still hashing would notify a reactor (its wake_fd) */
+    auth_pool_free(reactor_shared.auth);
+    reactor_shared.auth = NULL;
     free(reactors);
     free(workers);
     tls_ctx_free(atomic_exchange(&tls_server_ctx, NULL));
-    auth_pool_free(reactor_shared.auth);
-    reactor_shared.auth = NULL;
     limits_free(reactor_shared.limits);
     reactor_shared.limits = NULL;
     q_mesh_fini(&to_workers);

@@ -229,9 +229,12 @@ main(void)
         CHECK(auth_pool_poll(pool, i, on_result, &lanes[i]) == 0, "late verdict");
         eagain += lanes[i].eagain;
         sleeps += lanes[i].sleeps;
-        close(lanes[i].efd);
     }
+    /* a verifier may still be inside notify() for a verdict already consumed: the
+       eventfds outlive the pool, as the reactors' wake_fd does in ringmail */
     auth_pool_free(pool);
+    for (unsigned i = 0; i < REACTORS; i++)
+        close(lanes[i].efd);
     for (unsigned g = 0; g < GENS; g++)
         unlink(files[g]);
     printf("stress_auth: %d checks through %d verifiers from %d reactors, %u database swaps, "
