@@ -759,3 +759,25 @@ def make_cert(d, cn, sans, ca=None, prefix="leaf"):
                     "-CAcreateserial", "-out", cert, "-days", "2", "-extfile", ext],
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
     return cert, key
+
+
+# ---- Prometheus text format (the admin endpoint's /metrics) ----
+
+_SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)$')
+
+
+def parse_metrics(text):
+    """{'name{labels}': float} of every sample, and {family: type}."""
+    samples, types = {}, {}
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, fam, typ = line.split(" ", 3)
+            types[fam] = typ
+            continue
+        if not line or line.startswith("#"):
+            continue
+        m = _SAMPLE.match(line)
+        if not m:
+            raise ValueError("bad sample line %r" % line)
+        samples[m.group(1) + (m.group(2) or "")] = float(m.group(3))
+    return samples, types

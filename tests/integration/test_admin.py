@@ -9,7 +9,6 @@ case is skipped otherwise).
 """
 import http.client
 import os
-import re
 import shutil
 import smtplib
 import socket
@@ -58,31 +57,11 @@ def raw(port, data, timeout=5.0):
         s.close()
 
 
-_SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)$')
-
-
-def parse_metrics(text):
-    """{'name{labels}': float} of every sample, and {family: type}."""
-    samples, types = {}, {}
-    for line in text.splitlines():
-        if line.startswith("# TYPE "):
-            _, _, fam, typ = line.split(" ", 3)
-            types[fam] = typ
-            continue
-        if not line or line.startswith("#"):
-            continue
-        m = _SAMPLE.match(line)
-        if not m:
-            raise ValueError("bad sample line %r" % line)
-        samples[m.group(1) + (m.group(2) or "")] = float(m.group(3))
-    return samples, types
-
-
 def scrape(port, headers=None):
     st, _, body = get(port, "/metrics", headers=headers)
     if st != 200:
         raise RuntimeError("/metrics: %d %s" % (st, body))
-    return parse_metrics(body)[0]
+    return rmtest.parse_metrics(body)[0]
 
 
 def send_mail(port, n):
@@ -128,7 +107,7 @@ def t_metrics(r):
     else:
         print("   (promtool not installed: the lint is skipped; apt-get install prometheus)",
               flush=True)
-    samples, types = parse_metrics(body)
+    samples, types = rmtest.parse_metrics(body)
     for fam, typ in types.items():
         if typ == "counter":
             r.check("counter %s ends in _total" % fam, fam.endswith("_total"))

@@ -28,7 +28,6 @@ README = os.path.join(rmtest.SRC, "deploy", "grafana", "README.md")
 
 METRIC = re.compile(r"\bringmail_[a-zA-Z0-9_:]*")
 BY = re.compile(r"\b(?:by|without)\s*\(([^)]*)\)")
-SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{([^}]*)\})?\s+\S+$')
 LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="')
 # labels Prometheus adds at scrape time, not ringmail
 TARGET_LABELS = {"instance", "job"}
@@ -66,18 +65,11 @@ def exprs(d):
 
 def parse_scrape(text):
     """({sample name: set of label names}, {family: type})."""
-    names, types = {}, {}
-    for line in text.splitlines():
-        if line.startswith("# TYPE "):
-            _, _, fam, typ = line.split(" ", 3)
-            types[fam] = typ
-            continue
-        if not line or line.startswith("#"):
-            continue
-        m = SAMPLE.match(line)
-        if not m:
-            raise ValueError("bad sample line %r" % line)
-        names.setdefault(m.group(1), set()).update(LABEL.findall(m.group(2) or ""))
+    samples, types = rmtest.parse_metrics(text)
+    names = {}
+    for key in samples:
+        name, _, labels = key.partition("{")
+        names.setdefault(name, set()).update(LABEL.findall(labels))
     return names, types
 
 
