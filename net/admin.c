@@ -405,6 +405,12 @@ static const struct counter reactor_counters[] = {
       RSTAT(tls_failures) },
     { "ringmail_tls_resumed_total", NULL, "TLS handshakes that resumed a session.",
       RSTAT(tls_resumed) },
+    { "ringmail_auth_checks_total", "result=\"ok\"",
+      "AUTH passwords checked by the verifiers: ok, failed (535), tempfail (454: the "
+      "verifiers' queue was full).",
+      RSTAT(auth_ok) },
+    { "ringmail_auth_checks_total", "result=\"failed\"", NULL, RSTAT(auth_failed) },
+    { "ringmail_auth_checks_total", "result=\"tempfail\"", NULL, RSTAT(auth_tempfail) },
 };
 
 /* summed over the workers */

@@ -151,8 +151,10 @@ op_auth_verify(void *ctx, const char *user, size_t ulen, const char *pass, size_
     uint64_t token = (uint64_t)c->gen << 32 | (uint32_t)(c - r->conns);
 
     if (reactor_shared.auth == NULL ||
-        auth_pool_submit(reactor_shared.auth, r->index, token, user, ulen, pass, plen) < 0)
+        auth_pool_submit(reactor_shared.auth, r->index, token, user, ulen, pass, plen) < 0) {
+        STAT_INC(r, auth_tempfail, 1);
         smtp_session_auth_done(&c->sess, SMTP_AUTH_TEMPFAIL); /* the verifiers are saturated */
+    }
 }
 
 static const struct smtp_server_ops conn_ops = {
@@ -887,6 +889,10 @@ conn_auth_result(void *arg, uint64_t token, bool ok)
     c = &r->conns[idx];
     if (c->gen != gen || !(c->flags & CONN_F_USED) || (c->flags & CONN_F_CLOSING))
         return; /* the client went away while its password was checked */
+    if (ok)
+        STAT_INC(r, auth_ok, 1);
+    else
+        STAT_INC(r, auth_failed, 1);
     delay = (uint64_t)(c->sess.auth_failures + 1u) * r->cfg->smtpd_auth_failure_delay;
     if (!ok && delay > 0) {
         c->auth_due_ms = r->now_ms + delay; /* conn_tick() answers */

@@ -172,7 +172,8 @@ struct reactor_stats {
     /* written by the owning reactor only (relaxed), read by anyone */
     _Atomic uint64_t accepted, refused_busy, closed, msgs_accepted, msgs_refused, commit_errors,
         fsyncs, enobufs, bytes_in, loops, cqes, bounces, segments_unlinked, tls_handshakes,
-        tls_failures, tls_resumed, refused_limit, refused_proxy, too_slow;
+        tls_failures, tls_resumed, refused_limit, refused_proxy, too_slow, auth_ok, auth_failed,
+        auth_tempfail;
 };
 
 struct reactor {

@@ -13,6 +13,7 @@ Every loop here is bounded in count and time. Only loopback addresses are used.
 """
 
 import atexit
+import http.client
 import os
 import re
 import shutil
@@ -781,3 +782,15 @@ def parse_metrics(text):
             raise ValueError("bad sample line %r" % line)
         samples[m.group(1) + (m.group(2) or "")] = float(m.group(3))
     return samples, types
+
+
+def http_get(port, path, method="GET", headers=None, timeout=5.0):
+    """(status, {header lower case: value}, body text) of one request."""
+    c = http.client.HTTPConnection(LOOPBACK, port, timeout=timeout)
+    try:
+        c.request(method, path, headers=headers or {})
+        resp = c.getresponse()
+        body = resp.read().decode("utf-8", "replace")
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, body
+    finally:
+        c.close()

@@ -7,7 +7,6 @@ Every server gets its own free admin port. /metrics is checked with
 The /readyz spool checks use a small tmpfs (root and `mount -t tmpfs`; that
 case is skipped otherwise).
 """
-import http.client
 import os
 import shutil
 import smtplib
@@ -29,18 +28,6 @@ def admin_server(name, hold=True, **opts):
     return srv
 
 
-def get(port, path, method="GET", headers=None, timeout=5.0):
-    """(status, {header lower case: value}, body text) of one request."""
-    c = http.client.HTTPConnection(rmtest.LOOPBACK, port, timeout=timeout)
-    try:
-        c.request(method, path, headers=headers or {})
-        resp = c.getresponse()
-        body = resp.read().decode("utf-8", "replace")
-        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, body
-    finally:
-        c.close()
-
-
 def raw(port, data, timeout=5.0):
     """Send data on a fresh connection, read until the server closes; the reply text."""
     s = socket.create_connection((rmtest.LOOPBACK, port), timeout=timeout)
@@ -58,7 +45,7 @@ def raw(port, data, timeout=5.0):
 
 
 def scrape(port, headers=None):
-    st, _, body = get(port, "/metrics", headers=headers)
+    st, _, body = rmtest.http_get(port, "/metrics", headers=headers)
     if st != 200:
         raise RuntimeError("/metrics: %d %s" % (st, body))
     return rmtest.parse_metrics(body)[0]
@@ -77,13 +64,13 @@ def send_mail(port, n):
 
 def t_health_and_ready(r):
     srv = admin_server("health")
-    st, hdr, body = get(srv.admin_port, "/healthz")
+    st, hdr, body = rmtest.http_get(srv.admin_port, "/healthz")
     r.eq("/healthz 200", st, 200)
     r.eq("/healthz body", body, "ok\n")
     r.eq("Connection: close", hdr.get("connection"), "close")
-    st, _, body = get(srv.admin_port, "/readyz")
+    st, _, body = rmtest.http_get(srv.admin_port, "/readyz")
     r.eq("/readyz 200", (st, body), (200, "ready\n"))
-    st, _, body = get(srv.admin_port, "/healthz?probe=1")
+    st, _, body = rmtest.http_get(srv.admin_port, "/healthz?probe=1")
     r.eq("the query is ignored", st, 200)
     r.check("the log names the admin address",
             [e for e in srv.events("admin_listening")
@@ -94,7 +81,7 @@ def t_health_and_ready(r):
 
 def t_metrics(r):
     srv = admin_server("metrics")
-    st, hdr, body = get(srv.admin_port, "/metrics")
+    st, hdr, body = rmtest.http_get(srv.admin_port, "/metrics")
     r.eq("/metrics 200", st, 200)
     r.check("content type is the text format 0.0.4",
             hdr.get("content-type", "").startswith("text/plain; version=0.0.4"), hdr)
@@ -180,14 +167,14 @@ def version():
 
 def t_errors(r):
     srv = admin_server("errors")
-    st, _, _ = get(srv.admin_port, "/nope")
+    st, _, _ = rmtest.http_get(srv.admin_port, "/nope")
     r.eq("unknown path 404", st, 404)
-    st, _, _ = get(srv.admin_port, "/")
+    st, _, _ = rmtest.http_get(srv.admin_port, "/")
     r.eq("/ 404", st, 404)
-    st, hdr, _ = get(srv.admin_port, "/metrics", method="POST")
+    st, hdr, _ = rmtest.http_get(srv.admin_port, "/metrics", method="POST")
     r.eq("POST 405", st, 405)
     r.eq("405 says Allow: GET", hdr.get("allow"), "GET")
-    st, _, _ = get(srv.admin_port, "/healthz", method="HEAD")
+    st, _, _ = rmtest.http_get(srv.admin_port, "/healthz", method="HEAD")
     r.eq("HEAD 405", st, 405)
     out = raw(srv.admin_port, b"GARBAGE\r\n\r\n")
     r.check("a malformed request: 400", out.startswith("HTTP/1.1 400 "), out[:200])
@@ -196,7 +183,7 @@ def t_errors(r):
     out = raw(srv.admin_port, b"GET /healthz HTTP/1.0\n\n")
     r.check("HTTP/1.0 with bare LF lines: 200", out.startswith("HTTP/1.1 200 ") and
             out.endswith("\r\n\r\nok\n"), out[:300])
-    st, _, _ = get(srv.admin_port, "/healthz")
+    st, _, _ = rmtest.http_get(srv.admin_port, "/healthz")
     r.eq("still serving", st, 200)
     r.eq("exit 0", srv.stop(), 0)
 
@@ -206,7 +193,7 @@ def t_slow_clients(r):
     slow = socket.create_connection((rmtest.LOOPBACK, srv.admin_port), timeout=10)
     slow.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # half a request, then silence
     t0 = time.monotonic()
-    st, _, _ = get(srv.admin_port, "/healthz", timeout=2)
+    st, _, _ = rmtest.http_get(srv.admin_port, "/healthz", timeout=2)
     r.eq("/healthz answers while a client dawdles", st, 200)
     r.check("at once", time.monotonic() - t0 < 1.0, time.monotonic() - t0)
     # the silent client is closed after 2 s, with nothing sent
@@ -229,13 +216,13 @@ def t_slow_clients(r):
     smtp = rmtest.Raw(srv.port)
     r.eq("SMTP greets while admin slots are full", smtp.greeting[0], 220)
     smtp.close()
-    st, _, _ = get(srv.admin_port, "/healthz", timeout=8)
+    st, _, _ = rmtest.http_get(srv.admin_port, "/healthz", timeout=8)
     took = time.monotonic() - t0
     r.eq("the 17th client is answered", st, 200)
     r.check("within the read timeout", took < 5, took)
     for h in hogs:
         h.close()
-    st, _, _ = get(srv.admin_port, "/readyz")
+    st, _, _ = rmtest.http_get(srv.admin_port, "/readyz")
     r.eq("and the endpoint is fine after", st, 200)
     r.eq("exit 0", srv.stop(), 0)
 
@@ -247,22 +234,22 @@ def t_token(r):
         f.write("s3cret-Token_123\n")
     os.chmod(tok, 0o600)
     srv = admin_server("token", admin_token_file=tok)
-    st, hdr, _ = get(srv.admin_port, "/healthz")
+    st, hdr, _ = rmtest.http_get(srv.admin_port, "/healthz")
     r.eq("no token: 401", st, 401)
     r.check("401 asks for a bearer token", hdr.get("www-authenticate", "").startswith("Bearer"),
             hdr)
-    st, _, _ = get(srv.admin_port, "/metrics", headers={"Authorization": "Bearer wrong"})
+    st, _, _ = rmtest.http_get(srv.admin_port, "/metrics", headers={"Authorization": "Bearer wrong"})
     r.eq("a wrong token: 401", st, 401)
-    st, _, _ = get(srv.admin_port, "/metrics", headers={"Authorization": "Bearer s3cret-Token_12"})
+    st, _, _ = rmtest.http_get(srv.admin_port, "/metrics", headers={"Authorization": "Bearer s3cret-Token_12"})
     r.eq("a prefix of the token: 401", st, 401)
-    st, _, _ = get(srv.admin_port, "/metrics", headers={"Authorization": "Basic czNjcmV0"})
+    st, _, _ = rmtest.http_get(srv.admin_port, "/metrics", headers={"Authorization": "Basic czNjcmV0"})
     r.eq("another scheme: 401", st, 401)
     good = {"Authorization": "Bearer s3cret-Token_123"}
-    st, _, _ = get(srv.admin_port, "/healthz", headers=good)
+    st, _, _ = rmtest.http_get(srv.admin_port, "/healthz", headers=good)
     r.eq("the token: /healthz 200", st, 200)
-    st, _, body = get(srv.admin_port, "/metrics", headers=good)
+    st, _, body = rmtest.http_get(srv.admin_port, "/metrics", headers=good)
     r.check("the token: /metrics 200", st == 200 and "ringmail_build_info" in body, st)
-    st, _, _ = get(srv.admin_port, "/nope", headers=good)
+    st, _, _ = rmtest.http_get(srv.admin_port, "/nope", headers=good)
     r.eq("the token: unknown path 404", st, 404)
     r.check("refusals are logged", len(srv.events("admin_denied")) >= 4, srv.log()[-1500:])
     r.check("the token is not in the log", "s3cret" not in srv.log())
@@ -341,7 +328,7 @@ def t_readyz_spool(r):
     srv = None
     try:
         srv = admin_server("readyz", spool_dir=os.path.join(mnt, "spool"))
-        st, _, _ = get(srv.admin_port, "/readyz")
+        st, _, _ = rmtest.http_get(srv.admin_port, "/readyz")
         r.eq("empty tmpfs: ready", st, 200)
         # fill the file system behind ringmail's back
         fill = os.path.join(mnt, "fill")
@@ -352,16 +339,16 @@ def t_readyz_spool(r):
                     f.flush()
                 except OSError:
                     break
-        st, _, body = get(srv.admin_port, "/readyz")
+        st, _, body = rmtest.http_get(srv.admin_port, "/readyz")
         r.check("full: 503 with the reason", st == 503 and "full" in body and
                 body.endswith("\n") and body.count("\n") == 1, (st, body))
         samples = scrape(srv.admin_port)
         r.check("spool_free_bytes shows it", samples.get("ringmail_spool_free_bytes", 1e12)
                 < 65536, samples.get("ringmail_spool_free_bytes"))
         os.unlink(fill)
-        st, _, _ = get(srv.admin_port, "/readyz")
+        st, _, _ = rmtest.http_get(srv.admin_port, "/readyz")
         r.eq("space back: ready again", st, 200)
-        st, _, _ = get(srv.admin_port, "/healthz")
+        st, _, _ = rmtest.http_get(srv.admin_port, "/healthz")
         r.eq("/healthz was never affected", st, 200)
         r.eq("exit 0", srv.stop(), 0)
     finally:

@@ -23,7 +23,7 @@ CA = rmtest.make_ca(D)
 CERT = rmtest.make_cert(D, "rmtest.example", ["DNS:rmtest.example", "IP:127.0.0.1"], CA)
 PW = os.path.join(D, "passwd")
 MAILDIR = os.path.join(D, "maildir")
-SUB, SMTPS = rmtest.free_port(), rmtest.free_port()
+SUB, SMTPS, ADMIN = rmtest.free_port(), rmtest.free_port(), rmtest.free_port()
 srv = None
 
 
@@ -190,6 +190,15 @@ def t_reload_password_file(r):
     s.quit()
 
 
+def t_metrics(r):
+    st, _, body = rmtest.http_get(ADMIN, "/metrics")
+    samples, _ = rmtest.parse_metrics(body)
+    r.check("metrics: AUTH checks ok counted", samples.get(
+        'ringmail_auth_checks_total{result="ok"}', 0) >= 4, body[-1500:])
+    r.check("metrics: AUTH checks failed counted", samples.get(
+        'ringmail_auth_checks_total{result="failed"}', 0) >= 4, body[-1500:])
+
+
 def t_stop(r):
     r.eq("exit 0", srv.stop(), 0)
 
@@ -202,9 +211,9 @@ def main():
         "submission_listen": "127.0.0.1:%d" % SUB, "smtps_listen": "127.0.0.1:%d" % SMTPS,
         "tls_cert_file": CERT[0], "tls_key_file": CERT[1], "smtpd_sasl_password_file": PW,
         "smtpd_auth_failure_delay": "300ms", "maildir_dir": MAILDIR,
-        "mynetworks": "10.255.255.0/24"}).start()
+        "mynetworks": "10.255.255.0/24", "admin_listen": "127.0.0.1:%d" % ADMIN}).start()
     rmtest.main([t_offered_only_after_tls, t_login_plain_and_relay, t_wrong_password, t_swaks,
-                 t_reload_password_file, t_stop])
+                 t_reload_password_file, t_metrics, t_stop])
 
 
 if __name__ == "__main__":

@@ -15,27 +15,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import rmtest  # noqa: E402
 
 
-def http_get(port, path):
-    try:
-        s = socket.create_connection((rmtest.LOOPBACK, port), timeout=3)
-        s.sendall(b"GET %s HTTP/1.0\r\n\r\n" % path.encode())
-        data = b""
-        while True:
-            d = s.recv(4096)
-            if not d:
-                break
-            data += d
-        s.close()
-        return int(data.split()[1])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
 def t_drain_sessions(r):
     admin = rmtest.free_port()
     srv = rmtest.Server(name="drain", opts={"shutdown_timeout": "3s",
                                             "admin_listen": "127.0.0.1:%d" % admin}).start()
-    r.eq("before the drain: /readyz 200", http_get(admin, "/readyz"), 200)
+    r.eq("before the drain: /readyz 200", rmtest.http_get(admin, "/readyz")[0], 200)
     idle = rmtest.Raw(srv.port)
     idle.cmd("EHLO idle")
     busy = rmtest.Raw(srv.port)
@@ -55,8 +39,8 @@ def t_drain_sessions(r):
     os.kill(srv.pid, signal.SIGTERM)
     code, text = idle.reply(5)
     r.eq("idle session: 421 4.3.2 at once", (code, text[0][:5]), (421, "4.3.2"))
-    r.eq("during the drain: /readyz 503", http_get(admin, "/readyz"), 503)
-    r.eq("during the drain: /healthz 200", http_get(admin, "/healthz"), 200)
+    r.eq("during the drain: /readyz 503", rmtest.http_get(admin, "/readyz")[0], 503)
+    r.eq("during the drain: /healthz 200", rmtest.http_get(admin, "/healthz")[0], 200)
     r.check("idle session: then closed", idle.closed(3))
     # new connections are refused once the listeners are closed
     time.sleep(0.3)
