@@ -1080,9 +1080,7 @@ smtp_session_init(struct smtp_session *s, const struct ringmail_config *cfg,
     s->ops = ops;
     s->ctx = ctx;
     s->state = SMTP_S_PREGREET;
-    snprintf(s->client, sizeof(s->client), "%s", client != NULL ? client : "");
-    if (route_client_trusted(cfg, s->client))
-        s->flags |= SMTP_F_TRUSTED;
+    smtp_session_set_client(s, client);
     env_init(&s->env);
 }
 

@@ -116,6 +116,27 @@ op_msg_abort(void *ctx)
     spool_io_msg_abort(c->r, c);
 }
 
+/* A refusal's name for the log lines. */
+static const char *
+verdict_name(enum limits_verdict v)
+{
+    switch (v) {
+    case LIMITS_CONN_COUNT:
+        return "connection_count";
+    case LIMITS_CONN_RATE:
+        return "connection_rate";
+    case LIMITS_MSG_RATE:
+        return "message_rate";
+    case LIMITS_RCPT_RATE:
+        return "recipient_rate";
+    case LIMITS_AUTH_FAIL_RATE:
+        return "auth_failure_rate";
+    case LIMITS_OK:
+        break;
+    }
+    return "none";
+}
+
 static bool
 op_limit(void *ctx, int event)
 {
@@ -135,10 +156,7 @@ op_limit(void *ctx, int event)
     if (v != LIMITS_OK) {
         STAT_INC(c->r, refused_limit, 1);
         log_msg(LOG_INFO, "event=limit reactor=%u sid=%016" PRIx64 " client=%s limit=%s",
-                c->r->index, c->sid, c->sess.client,
-                v == LIMITS_MSG_RATE    ? "message_rate"
-                : v == LIMITS_RCPT_RATE ? "recipient_rate"
-                                        : "auth_failure_rate");
+                c->r->index, c->sid, c->sess.client, verdict_name(v));
     }
     return v == LIMITS_OK;
 }
@@ -434,19 +452,6 @@ starttls_begin(struct reactor *r, struct conn *c, size_t dropped)
 }
 
 /* ---- the client is known: limits, TLS, greeting ---- */
-
-static const char *
-verdict_name(enum limits_verdict v)
-{
-    switch (v) {
-    case LIMITS_CONN_COUNT:
-        return "connection_count";
-    case LIMITS_CONN_RATE:
-        return "connection_rate";
-    default:
-        return "other";
-    }
-}
 
 /* After accept, or after the PROXY header named the real client. False: refused. */
 static bool
