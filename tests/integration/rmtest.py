@@ -236,6 +236,15 @@ class Server:
                 out.append(parse_kv(line))
         return out
 
+    def wait_events(self, event, pred=None, n=1, timeout=10.0):
+        """The event=EVENT lines matching pred, once there are n of them or timeout
+        seconds have passed. Reactors write their log through io_uring after the
+        reply that a client sees, so a line may land a moment after the reply."""
+        def matching():
+            return [e for e in self.events(event) if pred is None or pred(e)]
+        wait_until(lambda: len(matching()) >= n, timeout, 0.05)
+        return matching()
+
     def queue_list(self, timeout=60):
         return queue_list(self.spool, self.bin, timeout=timeout)
 

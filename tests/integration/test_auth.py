@@ -86,11 +86,11 @@ def t_login_plain_and_relay(r):
         r.eq("%s: an authenticated client may relay anywhere" % user, refused, {})
         s.quit()
     r.check("log: event=auth result=ok user=yolanda",
-            [e for e in srv.events("auth") if e.get("result") == "ok" and
-             e.get("user") == "yolanda"], srv.events("auth"))
+            srv.wait_events("auth", lambda e: e.get("result") == "ok" and
+                            e.get("user") == "yolanda"), srv.events("auth"))
     r.check("log: event=received names the user and the TLS cipher",
-            [e for e in srv.events("received") if e.get("user") == "sasha" and
-             e.get("tls", "").startswith("TLSv1.3 ")], srv.events("received"))
+            srv.wait_events("received", lambda e: e.get("user") == "sasha" and
+                            e.get("tls", "").startswith("TLSv1.3 ")), srv.events("received"))
     new = os.path.join(MAILDIR, "new")
     got = rmtest.wait_until(lambda: os.path.isdir(new) and len(os.listdir(new)) >= before + 2, 20)
     r.check("both delivered", got)
@@ -138,8 +138,9 @@ def t_wrong_password(r):
     except (smtplib.SMTPServerDisconnected, OSError):
         closed = True
     r.check("and the connection is closed", closed)
-    r.check("log: reason=auth_failures", [e for e in srv.events("disconnect")
-                                          if e.get("reason") == "auth_failures"])
+    r.check("log: reason=auth_failures",
+            srv.wait_events("disconnect", lambda e: e.get("reason") == "auth_failures"),
+            srv.events("disconnect"))
 
 
 def t_swaks(r):

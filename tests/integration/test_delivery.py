@@ -713,7 +713,7 @@ def t_success_dsn(r):
                     b"Action: delivered" in rep and b"Status: 2.0.0" in rep, rep[:1500])
             r.check("dsn: nothing about erin (no NOTIFY)", b"erin@" not in rep)
         r.eq("dsn: one dsn event of kind success",
-             [e.get("kind") for e in srv.events("dsn")], ["success"])
+             [e.get("kind") for e in srv.wait_events("dsn")], ["success"])
         r.eq("stop: exit 0", srv.stop(), 0)
         r.check("dsn: queue empty after stop", "Mail queue is empty" in srv.queue_list().text)
     finally:

@@ -91,7 +91,7 @@ def t_through(r, port, src, name):
     got = rmtest.wait_until(lambda: delivered_from(src), 20)
     r.check("%s: Received: names the real client [%s]" % (name, src), got)
     r.check("%s: the log names the real client" % name,
-            [e for e in srv.events("received") if e.get("client") == src], srv.events("received"))
+            srv.wait_events("received", lambda e: e.get("client") == src), srv.events("received"))
 
 
 def t_v1(r):
@@ -112,7 +112,7 @@ def t_v2_starttls(r):
     r.eq("send-proxy-v2 + STARTTLS: still the real client, relay refused", code, 554)
     s.quit()
     r.check("TLS log line names the real client",
-            [e for e in srv.events("tls") if e.get("client") == "127.0.0.7"], srv.events("tls"))
+            srv.wait_events("tls", lambda e: e.get("client") == "127.0.0.7"), srv.events("tls"))
 
 
 def t_direct_refused(r):

@@ -122,8 +122,9 @@ def t_untrusted_balancer(r):
     r.eq("a PROXY header from outside proxy_trusted_networks: closed, no greeting", reply(s, 5),
          b"")
     s.close()
-    r.check("log: reason=proxy_untrusted", [e for e in srv.events("refused")
-                                            if e.get("reason") == "proxy_untrusted"])
+    r.check("log: reason=proxy_untrusted",
+            srv.wait_events("refused", lambda e: e.get("reason") == "proxy_untrusted"),
+            srv.events("refused"))
 
 
 def t_connection_count(r):

@@ -76,7 +76,8 @@ def t_starttls_smtplib(r):
         r.check("Received: says ESMTPS with the TLS version and cipher",
                 "with ESMTPS (TLSv1.3 TLS_" in text, text[:600])
     r.check("the session's log line names the TLS version and cipher",
-            any(e.get("tls", "").startswith("TLSv1.3 TLS_") for e in srv.events("tls")), srv.events("tls"))
+            srv.wait_events("tls", lambda e: e.get("tls", "").startswith("TLSv1.3 TLS_")),
+            srv.events("tls"))
 
 
 def t_tls12_ok_tls11_refused(r):

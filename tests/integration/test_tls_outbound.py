@@ -122,11 +122,6 @@ def body_of(n=0):
             "hello over TLS %d\r\n.leading dot\r\n" % (n, n)).encode()
 
 
-def wait_event(srv, event, n=1, timeout=WAIT):
-    rmtest.wait_until(lambda: len(srv.events(event)) >= n, timeout, 0.05)
-    return srv.events(event)
-
-
 def queued_after_stop(r, what, srv, qid, rcpt):
     rc = srv.stop()
     r.eq("%s: exit 0 on SIGTERM" % what, rc, 0)
@@ -137,7 +132,7 @@ def queued_after_stop(r, what, srv, qid, rcpt):
 
 def delivered_tls(r, what, srv, sink, n=1):
     """n messages delivered inside TLS; returns the event=sent lines."""
-    sent = wait_event(srv, "sent", n)
+    sent = srv.wait_events("sent", n=n, timeout=WAIT)
     r.eq("%s: event=sent lines" % what, len(sent), n)
     msgs, _ = sink.snapshot()
     r.eq("%s: messages at the sink" % what, len(msgs), n)
@@ -181,7 +176,7 @@ def t_may_plaintext(r):
     srv = server("may-plain", relayhost=hop(sink)).start()
     try:
         send(srv, ["bob@example.net"], body_of(2))
-        sent = wait_event(srv, "sent")
+        sent = srv.wait_events("sent", timeout=WAIT)
         r.eq("may/plain: delivered", len(sent), 1)
         r.check("may/plain: tls=none", sent and sent[0].get("tls") == "none", sent)
         msgs, _ = sink.snapshot()
@@ -198,7 +193,7 @@ def t_starttls_refused(r):
     srv = server("refused-may", relayhost=hop(sink)).start()
     try:
         send(srv, ["bob@example.net"], body_of(3))
-        sent = wait_event(srv, "sent")
+        sent = srv.wait_events("sent", timeout=WAIT)
         r.check("refused/may: delivered in plaintext",
                 len(sent) == 1 and sent[0].get("tls") == "none", sent)
         msgs, _ = sink.snapshot()
@@ -209,7 +204,7 @@ def t_starttls_refused(r):
     srv = server("refused-encrypt", relayhost=hop(sink), smtp_tls_security_level="encrypt").start()
     try:
         qid = send(srv, ["carol@example.net"], body_of(4))
-        dfr = wait_event(srv, "deferred")
+        dfr = srv.wait_events("deferred", timeout=WAIT)
         r.check("refused/encrypt: deferred 4.7.4, naming the refusal",
                 len(dfr) == 1 and dfr[0].get("dsn") == "4.7.4" and
                 "refused STARTTLS: 454 4.7.0 TLS not available now" in dfr[0].get("status", ""),
@@ -225,7 +220,7 @@ def t_encrypt_not_offered(r):
     srv = server("encrypt-none", relayhost=hop(sink), smtp_tls_security_level="encrypt").start()
     try:
         qid = send(srv, ["bob@example.net"], body_of(5))
-        dfr = wait_event(srv, "deferred")
+        dfr = srv.wait_events("deferred", timeout=WAIT)
         r.eq("encrypt/none: one event=deferred", len(dfr), 1)
         if dfr:
             r.eq("encrypt/none: dsn 4.7.4", dfr[0].get("dsn"), "4.7.4")
@@ -277,7 +272,7 @@ def verify_fails(r, what, certname, reasons):
     qid = None
     try:
         qid = send(srv, ["bob@example.net"], body_of(8))
-        dfr = wait_event(srv, "deferred")
+        dfr = srv.wait_events("deferred", timeout=WAIT)
         r.eq("%s: one event=deferred" % what, len(dfr), 1)
         if dfr:
             st = dfr[0].get("status", "")
@@ -377,7 +372,7 @@ def t_lmtp(r):
     try:
         send(srv, ["a@tcp.example", "b@tcp.example"], body_of(30))
         send(srv, ["c@unix.example"], body_of(31))
-        sent = wait_event(srv, "sent", 3)
+        sent = srv.wait_events("sent", n=3, timeout=WAIT)
         r.eq("lmtp: three recipients delivered", len(sent), 3)
         tm, _ = tsink.snapshot()
         um, us = usink.snapshot()
