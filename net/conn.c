@@ -151,8 +151,7 @@ op_limit(void *ctx, int event)
     if (c->lexempt || reactor_shared.limits == NULL)
         return true;
     BUG_ON(event < 0 || (size_t)event >= ARRAY_SIZE(ev));
-    v = limits_event(reactor_shared.limits, &c->lkey, ev[event], &reactor_shared.limits_conf,
-                     c->r->now_ms);
+    v = limits_event(reactor_shared.limits, &c->lkey, ev[event], &c->snap->limits, c->r->now_ms);
     if (v != LIMITS_OK) {
         STAT_INC(c->r, refused_limit, 1);
         log_msg(LOG_INFO, "event=limit reactor=%u sid=%016" PRIx64 " client=%s limit=%s",
@@ -457,7 +456,7 @@ starttls_begin(struct reactor *r, struct conn *c, size_t dropped)
 static bool
 conn_start(struct reactor *r, struct conn *c)
 {
-    const struct ringmail_config *cfg = r->cfg;
+    const struct ringmail_config *cfg = &c->snap->cfg;
     const char *client = c->sess.client;
 
     c->lexempt = (cfg->smtpd_client_limit_exempt_mynetworks && (c->sess.flags & SMTP_F_TRUSTED)) ||
@@ -466,7 +465,7 @@ conn_start(struct reactor *r, struct conn *c)
         enum limits_verdict v;
 
         limits_key(&c->lkey, client, cfg->smtpd_client_ipv6_prefix_length);
-        v = limits_connect(reactor_shared.limits, &c->lkey, &reactor_shared.limits_conf, r->now_ms,
+        v = limits_connect(reactor_shared.limits, &c->lkey, &c->snap->limits, r->now_ms,
                            &c->ltracked);
         if (v != LIMITS_OK) {
             STAT_INC(r, refused_limit, 1);
@@ -481,7 +480,8 @@ conn_start(struct reactor *r, struct conn *c)
             return false;
         }
     }
-    if (c->kind != LISTEN_SMTPS && atomic_load_explicit(&tls_server_ctx, memory_order_relaxed))
+    if (c->kind != LISTEN_SMTPS && cfg->tls_cert_file[0] != '\0' &&
+        atomic_load_explicit(&tls_server_ctx, memory_order_relaxed))
         c->sess.flags |= SMTP_F_CAN_TLS;
     if (c->kind != LISTEN_SMTP)
         c->sess.flags |= SMTP_F_SUBMISSION;
@@ -595,6 +595,7 @@ conn_accepted(struct reactor *r, int fd, unsigned listener)
     c->tls_out_len = c->tls_out_off = 0;
     c->kind = r->cfg->listen[listener].kind;
     r->conns_used++;
+    c->snap = snapshot_ref(r->snap);
     smtp_session_init(&c->sess, r->cfg, &conn_ops, c, addr);
     c->ltracked = c->lexempt = false;
     c->auth_due_ms = 0;
@@ -860,7 +861,7 @@ conn_close(struct reactor *r, struct conn *c, bool drop_output)
 static bool
 too_slow(struct reactor *r, struct conn *c)
 {
-    uint64_t rate = r->cfg->smtpd_min_data_rate;
+    uint64_t rate = c->snap->cfg.smtpd_min_data_rate;
 
     if (rate == 0 || (c->sess.state != SMTP_S_DATA && c->sess.state != SMTP_S_BDAT) ||
         (c->sess.flags & SMTP_F_WAIT_COMMIT) || (c->flags & CONN_F_RX_PAUSED)) {
@@ -898,7 +899,7 @@ conn_auth_result(void *arg, uint64_t token, bool ok)
         STAT_INC(r, auth_ok, 1);
     else
         STAT_INC(r, auth_failed, 1);
-    delay = (uint64_t)(c->sess.auth_failures + 1u) * r->cfg->smtpd_auth_failure_delay;
+    delay = (uint64_t)(c->sess.auth_failures + 1u) * c->snap->cfg.smtpd_auth_failure_delay;
     if (!ok && delay > 0) {
         c->auth_due_ms = r->now_ms + delay; /* conn_tick() answers */
         return;
@@ -919,7 +920,7 @@ conn_tick(struct reactor *r, struct conn *c)
         STAT_INC(r, too_slow, 1);
         log_msg(LOG_INFO,
                 "event=too_slow reactor=%u sid=%016" PRIx64 " client=%s min_rate=%" PRIu64,
-                r->index, c->sid, c->sess.client, r->cfg->smtpd_min_data_rate);
+                r->index, c->sid, c->sess.client, c->snap->cfg.smtpd_min_data_rate);
         if (op_tx_room(c) >= SMTP_REPLY_MAX)
             smtp_session_too_slow(&c->sess);
         conn_close(r, c, false);
@@ -981,6 +982,8 @@ conn_put(struct reactor *r, struct conn *c)
     log_msg(LOG_DEBUG, "event=disconnect reactor=%u sid=%016" PRIx64 " client=%s", r->index, c->sid,
             c->sess.client);
     STAT_INC(r, closed, 1);
+    snapshot_put(c->snap);
+    c->snap = NULL;
     c->flags = 0;
     c->gen++;
     r->free_next[idx] = r->free_head;

@@ -86,6 +86,7 @@ handoff_message(struct reactor *r, struct qmsg *q, const uint8_t *rcpt_done)
             rc = -ENOMEM; /* those recipients wait for the next start */
             continue;
         }
+        d->snap = snapshot_ref(r->snap);
         push_or_hold(r, d);
     }
 out:
@@ -114,6 +115,69 @@ handoff_release(struct reactor *r, struct qmsg *q)
 
     qmsg_free(q);
     spool_io_seg_put(r, seg, finished);
+}
+
+bool
+handoff_delivery_free(struct delivery *d)
+{
+    snapshot_put(d->snap);
+    return delivery_free(d);
+}
+
+/*
+ * A reload changed the routes while d waited on a worker: route its pending
+ * recipients again under this reactor's configuration, keeping their attempt
+ * count and retry time, so a route changed by the operator applies to mail
+ * already queued (at its next attempt, as after `postfix reload`).
+ */
+static void
+reroute(struct reactor *r, const struct delivery *d)
+{
+    struct qmsg *q = d->msg;
+    const struct envelope *e = &q->env;
+    const struct route **rt = malloc(d->nrcpt * sizeof(*rt));
+    uint32_t *idx = malloc(d->nrcpt * sizeof(*idx));
+    unsigned made = 0;
+
+    if (rt == NULL || idx == NULL) {
+        free(rt);
+        free(idx);
+        log_msg(LOG_ERR,
+                "event=handoff_error reactor=%u qid=%s error=\"out of memory\" "
+                "note=\"pending until the next start\"",
+                r->index, e->qid);
+        return;
+    }
+    for (uint32_t i = 0; i < d->nrcpt; i++) {
+        rt[i] = d->state[i] == DLV_PENDING
+                    ? route_lookup(r->cfg, route_domain_of(env_get(e, e->rcpt[d->rcpt[i]].addr)))
+                    : NULL;
+    }
+    for (uint32_t i = 0; i < d->nrcpt; i++) {
+        const struct route *cur = rt[i];
+        struct delivery *nd;
+        uint32_t n = 0;
+
+        if (cur == NULL)
+            continue;
+        for (uint32_t k = i; k < d->nrcpt; k++) {
+            if (rt[k] == cur) {
+                idx[n++] = d->rcpt[k];
+                rt[k] = NULL;
+            }
+        }
+        nd = delivery_new(q, cur, route_hash(cur), idx, n);
+        if (nd == NULL)
+            continue; /* those recipients wait for the next start */
+        nd->snap = snapshot_ref(r->snap);
+        nd->attempts = d->attempts;
+        nd->next_ms = d->next_ms;
+        push_or_hold(r, nd);
+        made++;
+    }
+    log_msg(LOG_INFO, "event=rerouted reactor=%u qid=%s deliveries=%u", r->index, e->qid, made);
+    free(rt);
+    free(idx);
 }
 
 /*
@@ -148,7 +212,9 @@ complete(struct reactor *r, struct delivery *d)
     }
     free(fin);
     free(bounced);
-    if (delivery_free(d))
+    if (d->reroute)
+        reroute(r, d); /* before d lets go of q: the new deliveries hold it */
+    if (handoff_delivery_free(d))
         handoff_release(r, q);
 }
 

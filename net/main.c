@@ -44,6 +44,8 @@
 #include "net/admin.h"
 #include "net/auth.h"
 #include "net/reactor.h"
+#include "net/reload.h"
+#include "net/snapshot.h"
 #include "net/tls.h"
 #include "net/util.h"
 #include "net/worker.h"
@@ -380,6 +382,7 @@ reactors_free(struct reactor *reactors, unsigned n)
                 close(reactors[i].listen_fd[j]);
         }
         free(reactors[i].listen_fd);
+        snapshot_put(reactors[i].snap);
     }
     free(reactors);
 }
@@ -527,8 +530,103 @@ reload_auth(const struct ringmail_config *cfg)
     auth_db_put(db);
 }
 
+/* What a reload needs to read the configuration again the way it was read at start-up. */
+struct reload_src {
+    const char *file;
+    char **ov;
+    int nov;
+};
+
+/*
+ * Keys a running ringmail cannot change: a reload keeps their running value
+ * and says so (a restart applies them). The listeners are among them: a
+ * port below 1024 cannot be bound again after the privilege drop.
+ */
+static void
+keep_restart_keys(struct ringmail_config *n, const struct ringmail_config *cur)
+{
+#define KEEP(key, same)                                                                            \
+    do {                                                                                           \
+        if (!(same)) {                                                                             \
+            log_msg(LOG_WARN,                                                                      \
+                    "event=reload what=config key=" #key " note=\"changed in the file; it takes "  \
+                    "effect at the next restart\"");                                               \
+            memcpy(&n->key, &cur->key, sizeof(n->key));                                            \
+        }                                                                                          \
+    } while (0)
+#define KEEP_MEM(key) KEEP(key, memcmp(&n->key, &cur->key, sizeof(n->key)) == 0)
+    KEEP(listen, n->nlisten == cur->nlisten &&
+                     memcmp(n->listen, cur->listen, sizeof(n->listen[0]) * n->nlisten) == 0);
+    n->nlisten = cur->nlisten;
+    KEEP_MEM(admin_listen);
+    KEEP_MEM(admin_token_file);
+    KEEP_MEM(user);
+    KEEP_MEM(log_format);
+    KEEP_MEM(spool_dir);
+    KEEP_MEM(reactors);
+    KEEP_MEM(workers);
+    KEEP_MEM(max_connections);
+    KEEP_MEM(command_line_limit);
+#undef KEEP_MEM
+#undef KEEP
+}
+
+/*
+ * SIGHUP: read the configuration again (file and -o overrides, as at
+ * start-up). A bad one is refused with its FILE:LINE: key message and the
+ * snapshot in service stays; a good one becomes the new snapshot: new
+ * sessions and new mail get it, sessions in progress finish under theirs,
+ * queued mail is routed again at its next attempt if the routes changed.
+ * Certificates and the password file are read again too.
+ */
+static void
+reload_config(const struct reload_src *src, struct snapshot **cur, struct reactor *reactors,
+              unsigned n, struct worker *workers, unsigned nw)
+{
+    struct ringmail_config *ncfg = malloc(sizeof(*ncfg));
+    char err[CONFIG_ERR_MAX] = "";
+    struct snapshot *s = NULL;
+    int rc;
+
+    if (ncfg == NULL) {
+        log_msg(LOG_ERR, "event=reload what=config result=refused error=\"out of memory\"");
+        return;
+    }
+    config_defaults(ncfg);
+    rc = src->file != NULL ? config_load_file(ncfg, src->file, err, sizeof(err)) : 0;
+    for (int i = 0; i < src->nov && rc == 0; i++)
+        rc = config_set(ncfg, src->ov[i], err, sizeof(err));
+    if (rc == 0)
+        rc = config_finish(ncfg, err, sizeof(err));
+    if (rc == 0) {
+        keep_restart_keys(ncfg, &(*cur)->cfg);
+        rc = worker_maildirs(ncfg, err, sizeof(err));
+    }
+    if (rc == 0) {
+        s = snapshot_new(ncfg, (*cur)->gen + 1, err, sizeof(err));
+        rc = s == NULL ? -1 : 0;
+    }
+    free(ncfg);
+    if (rc < 0) {
+        log_msg(LOG_ERR,
+                "event=reload what=config result=refused error=\"%s\" note=\"the configuration "
+                "in service stays\"",
+                err);
+        return;
+    }
+    reload_tls(&s->cfg, reactors, n);
+    reload_auth(&s->cfg);
+    if (reload_publish(reactors, n, workers, nw, s) < 0)
+        log_msg(LOG_WARN, "event=reload what=config note=\"a thread was slow to take the new "
+                          "configuration; it takes it at its next turn\"");
+    snapshot_put(*cur);
+    *cur = s;
+    log_msg(LOG_INFO, "event=reload what=config result=ok generation=%" PRIu64 " file=%s", s->gen,
+            src->file != NULL ? src->file : "(built-in defaults)");
+}
+
 static int
-run(const struct ringmail_config *cfg)
+run(const struct ringmail_config *cfg, const struct reload_src *rsrc)
 {
     struct spool_index idx = { 0 };
     static struct q_mesh to_workers, from_workers;
@@ -539,6 +637,7 @@ run(const struct ringmail_config *cfg)
     unsigned n = cfg->reactors, nw = cfg->workers;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     char err[CONFIG_ERR_MAX];
+    struct snapshot *snap;
     sigset_t sigs;
     int rc, sig = 0, sfd, cfd;
 
@@ -567,18 +666,16 @@ run(const struct ringmail_config *cfg)
         log_msg(LOG_WARN, "event=config durability=none note=\"messages are acknowledged before "
                           "they reach stable storage; a crash can lose them\"");
     raise_nofile(cfg->max_connections + 16u * n);
+    /* the configuration in service: reloads replace it (snapshot.h) */
+    snap = snapshot_new(cfg, 1, err, sizeof(err));
+    if (snap == NULL) {
+        log_msg(LOG_ERR, "event=fatal what=config error=\"%s\"", err);
+        return 1;
+    }
     {
         /* clients tracked by the limit table: room for every connection 4 times over */
         uint64_t cap = MAX((uint64_t)cfg->max_connections * 4, (uint64_t)65536);
 
-        reactor_shared.limits_conf = (struct limits_conf){
-            .conn_count = cfg->smtpd_client_connection_count_limit,
-            .conn_rate = cfg->smtpd_client_connection_rate_limit,
-            .msg_rate = cfg->smtpd_client_message_rate_limit,
-            .rcpt_rate = cfg->smtpd_client_recipient_rate_limit,
-            .auth_fail_rate = cfg->smtpd_client_auth_failure_rate_limit,
-            .v6_prefix = cfg->smtpd_client_ipv6_prefix_length,
-        };
         reactor_shared.limits = limits_new((unsigned)MIN(cap, (uint64_t)LIMITS_MAX_CAPACITY));
         if (reactor_shared.limits == NULL) {
             log_msg(LOG_ERR, "event=fatal what=memory note=\"limit table\"");
@@ -627,7 +724,7 @@ run(const struct ringmail_config *cfg)
     }
     stderr_append();
     for (unsigned i = 0; i < nw; i++) {
-        rc = worker_init(&workers[i], i, cfg, &to_workers, &from_workers);
+        rc = worker_init(&workers[i], i, snap, &to_workers, &from_workers);
         if (rc < 0) {
             log_msg(LOG_ERR, "event=fatal what=worker worker=%u error=\"%s\"", i, strerror(-rc));
             return 1;
@@ -645,7 +742,7 @@ run(const struct ringmail_config *cfg)
         q_mesh_set_notify(&from_workers, i, handoff_notify, &reactors[i]);
         if (reactor_shared.auth != NULL)
             auth_pool_set_notify(reactor_shared.auth, i, handoff_notify, &reactors[i]);
-        rc = reactor_listen(&reactors[i], cfg, err, sizeof(err));
+        rc = reactor_listen(&reactors[i], snap, err, sizeof(err));
         if (rc < 0) {
             log_msg(LOG_ERR, "event=fatal what=listen %s", err);
             spool_index_free(&idx);
@@ -720,11 +817,8 @@ run(const struct ringmail_config *cfg)
         if (sig == SIGTERM || sig == SIGINT)
             break;
         if (sig == SIGHUP) {
-            log_msg(LOG_INFO, "event=sighup note=\"reloading certificates and the password file; "
-                              "other configuration "
-                              "changes need a restart\"");
-            reload_tls(cfg, reactors, n);
-            reload_auth(cfg);
+            log_msg(LOG_INFO, "event=sighup note=\"reloading the configuration\"");
+            reload_config(rsrc, &snap, reactors, n, workers, nw);
         }
     }
     if (cfd >= 0) {
@@ -781,7 +875,7 @@ run(const struct ringmail_config *cfg)
                 struct delivery *d = items[k];
                 struct qmsg *q = d->msg;
 
-                if (delivery_free(d))
+                if (handoff_delivery_free(d))
                     qmsg_free(q);
             }
         }
@@ -794,6 +888,7 @@ run(const struct ringmail_config *cfg)
     tls_ctx_free(atomic_exchange(&tls_server_ctx, NULL));
     limits_free(reactor_shared.limits);
     reactor_shared.limits = NULL;
+    snapshot_put(snap);
     q_mesh_fini(&to_workers);
     q_mesh_fini(&from_workers);
     return 0;
@@ -878,5 +973,9 @@ main(int argc, char **argv)
         printf("ringmail: configuration %s is valid\n", file ? file : "(built-in defaults)");
         return 0;
     }
-    return run(&cfg);
+    {
+        const struct reload_src rsrc = { file, ov, nov };
+
+        return run(&cfg, &rsrc);
+    }
 }

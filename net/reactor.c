@@ -128,11 +128,14 @@ arm_wake(struct reactor *r)
 /* ---- set-up ---- */
 
 int
-reactor_listen(struct reactor *r, const struct ringmail_config *cfg, char *err, size_t errlen)
+reactor_listen(struct reactor *r, struct snapshot *snap, char *err, size_t errlen)
 {
+    const struct ringmail_config *cfg = &snap->cfg;
     int one = 1;
 
+    r->snap = snapshot_ref(snap);
     r->cfg = cfg;
+    atomic_store_explicit(&r->snap_gen, snap->gen, memory_order_relaxed);
     r->nlisten = cfg->nlisten;
     r->listen_fd = calloc(cfg->nlisten, sizeof(int));
     if (r->listen_fd == NULL)
@@ -411,7 +414,7 @@ reactor_fini(struct reactor *r)
         struct qmsg *q = d->msg;
 
         r->handoff = d->next;
-        if (delivery_free(d))
+        if (handoff_delivery_free(d))
             qmsg_free(q);
     }
     buf_pool_fini(&r->tx_pool);
@@ -431,6 +434,19 @@ reactor_fini(struct reactor *r)
     free(r->listen_fd);
     r->conns = NULL;
     r->listen_fd = NULL;
+}
+
+/* A reload: sessions already open keep theirs; new ones (and new mail's routes) get this. */
+static void
+adopt(struct reactor *r, struct snapshot *s)
+{
+    struct snapshot *old = r->snap;
+
+    r->snap = s;
+    r->cfg = &s->cfg;
+    snapshot_put(old);
+    /* release: main reads it to know every reactor has moved on */
+    atomic_store_explicit(&r->snap_gen, s->gen, memory_order_release);
 }
 
 static void *
@@ -478,6 +494,12 @@ reactor_main(void *arg)
         io_uring_cq_advance(&r->ring, n);
         STAT_INC(r, cqes, n);
         STAT_INC(r, loops, 1);
+        {
+            struct snapshot *s = snapshot_take(&r->next_snap);
+
+            if (s != NULL)
+                adopt(r, s);
+        }
 
         if (!r->stopping && atomic_load_explicit(&r->stop, memory_order_acquire)) {
             begin_stop(r);
@@ -514,6 +536,10 @@ reactor_main(void *arg)
     logbuf_drain_sync(&r->log); /* the loop is over: what is left goes out synchronously */
     reactor_fini(r);
     spool_io_fini(r);
+    snapshot_put(snapshot_take(&r->next_snap));
+    snapshot_put(r->snap);
+    r->snap = NULL;
+    r->cfg = NULL;
     return NULL;
 }
 

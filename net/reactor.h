@@ -22,6 +22,7 @@
 #include "core/limits.h"
 #include "core/smtp_server.h"
 #include "net/logbuf.h"
+#include "net/snapshot.h"
 #include "net/tls.h"
 #include "queue/delivery.h"
 #include "queue/ring.h"
@@ -122,6 +123,7 @@ struct conn {
 
     struct msg_io *msg; /* message being received, NULL if none */
     struct reactor *r;
+    struct snapshot *snap; /* the configuration the session started under (a reference) */
     struct smtp_session sess;
 };
 
@@ -178,7 +180,10 @@ struct reactor_stats {
 
 struct reactor {
     unsigned index;
-    const struct ringmail_config *cfg;
+    const struct ringmail_config *cfg;    /* &snap->cfg: the configuration new sessions get */
+    struct snapshot *snap;                /* a reference, swapped at a reload (snapshot.h) */
+    _Atomic(struct snapshot *) next_snap; /* any thread: the main thread offers a reload here */
+    _Atomic uint64_t snap_gen;            /* any thread reads: the generation adopted */
     struct io_uring ring;
     pthread_t thread;
     int wake_fd; /* eventfd: the main thread writes to stop us */
@@ -262,14 +267,14 @@ struct reactor_shared {
     _Atomic unsigned connections; /* open client connections, all reactors */
     struct limits *limits;        /* per-client limits; set before the reactors start */
     struct auth_pool *auth;       /* AUTH verifiers (net/auth.h), NULL without a password file */
-    struct limits_conf limits_conf;
 };
 
 extern struct reactor_shared reactor_shared;
 
-/* Create the reactor's listening sockets (start-up, main thread; blocking is fine).
-   0, or -errno with a message in err naming the address. */
-int reactor_listen(struct reactor *r, const struct ringmail_config *cfg, char *err, size_t errlen);
+/* Create the reactor's listening sockets for snap's listeners and take a reference on snap
+   (start-up, main thread; blocking is fine). 0, or -errno with a message in err naming
+   the address. */
+int reactor_listen(struct reactor *r, struct snapshot *snap, char *err, size_t errlen);
 /* Start the thread (pinned to CPU `cpu` when cpu >= 0) and wait until its ring and
    spool segment are set up. 0 or -errno. */
 int reactor_start(struct reactor *r, int cpu);
@@ -318,6 +323,8 @@ int handoff_message(struct reactor *r, struct qmsg *q, const uint8_t *rcpt_done)
 void handoff_release(struct reactor *r, struct qmsg *q);
 void handoff_turn(struct reactor *r);
 void handoff_notify(void *arg);
+/* Free a delivery and drop its snapshot reference; true when it held its message's last. */
+bool handoff_delivery_free(struct delivery *d);
 /* Append a DONE record for recipients rcpt[0..n) of message id to segment seg. */
 void spool_io_done(struct reactor *r, struct segment *seg, uint64_t id, const uint32_t *rcpt,
                    unsigned n);

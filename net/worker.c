@@ -105,6 +105,8 @@ struct body {
 struct dest {
     uint64_t hash;
     const struct route *route;
+    struct snapshot *snap;        /* route lives in it (a reference); an older one than the
+                                     worker's: retired, freed once nothing works for it */
     struct delivery *q, **q_tail; /* waiting */
     unsigned active;              /* sessions or jobs working for it */
     struct osess *idle;           /* connected sessions with nothing to do */
@@ -164,15 +166,12 @@ struct mdjob {
     size_t expect;
 };
 
+/* Maildirs are added by the main thread (start-up, reloads) and never change once
+   published: an entry is written, then nmaildirs is raised (release); workers read
+   nmaildirs (acquire), then the entries below it. */
 static struct maildir maildirs[MAX_MAILDIRS];
-static unsigned nmaildirs;
-static pthread_mutex_t maildirs_lock = PTHREAD_MUTEX_INITIALIZER; /* start-up only */
-
-/* The TLS client context: built by the first worker_init(), freed by the last
-   worker_join() (main thread; the lock only keeps the count honest). */
-static struct ssl_ctx_st *client_ctx;
-static unsigned client_ctx_refs;
-static pthread_mutex_t client_ctx_lock = PTHREAD_MUTEX_INITIALIZER;
+static atomic_uint nmaildirs;
+static pthread_mutex_t maildirs_lock = PTHREAD_MUTEX_INITIALIZER; /* writers only */
 
 static struct io_uring_sqe *
 wsqe(struct worker *w)
@@ -309,6 +308,7 @@ dest_get(struct worker *w, const struct delivery *d)
         return NULL;
     x->hash = d->route_hash;
     x->route = d->route;
+    x->snap = snapshot_ref(d->snap);
     x->q_tail = &x->q;
     x->next = w->dtab[b];
     w->dtab[b] = x;
@@ -346,6 +346,7 @@ dest_pop(struct dest *x)
 }
 
 static void dest_run(struct worker *w, struct dest *x);
+static void dest_reap(struct worker *w);
 
 /* Log one recipient's outcome, Postfix-style. tls: the session's TLS ("TLSv1.3 ...",
    or "none"); NULL when no session was involved (the field is left out). */
@@ -1297,7 +1298,9 @@ os_event(struct worker *w, struct osess *s, enum wop op, int res)
 static const struct maildir *
 maildir_find(const char *path)
 {
-    for (unsigned i = 0; i < nmaildirs; i++) {
+    unsigned n = atomic_load_explicit(&nmaildirs, memory_order_acquire);
+
+    for (unsigned i = 0; i < n; i++) {
         if (strcmp(maildirs[i].path, path) == 0)
             return &maildirs[i];
     }
@@ -1314,9 +1317,9 @@ maildir_open(const char *path)
 
     if (maildir_find(path) != NULL)
         return 0;
-    if (nmaildirs == MAX_MAILDIRS)
+    if (atomic_load_explicit(&nmaildirs, memory_order_relaxed) == MAX_MAILDIRS)
         return -ENFILE;
-    m = &maildirs[nmaildirs];
+    m = &maildirs[atomic_load_explicit(&nmaildirs, memory_order_relaxed)];
     snprintf(m->path, sizeof(m->path), "%s", path);
     for (int i = 0; i < 3; i++) {
         static const char *const names[] = { "tmp", "new", "cur" };
@@ -1330,10 +1333,42 @@ maildir_open(const char *path)
     m->tmp_fd = open(sub, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     snprintf(sub, sizeof(sub), "%s/new", path);
     m->new_fd = open(sub, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (m->tmp_fd == -1 || m->new_fd == -1)
-        return -errno;
-    nmaildirs++;
+    if (m->tmp_fd == -1 || m->new_fd == -1) {
+        rc = -errno;
+        if (m->tmp_fd != -1)
+            close(m->tmp_fd);
+        if (m->new_fd != -1)
+            close(m->new_fd);
+        return rc;
+    }
+    /* release: the entry is complete before a worker can see it */
+    atomic_fetch_add_explicit(&nmaildirs, 1, memory_order_release);
     return 0;
+}
+
+int
+worker_maildirs(const struct ringmail_config *cfg, char *err, size_t errlen)
+{
+    int rc = 0;
+
+    pthread_mutex_lock(&maildirs_lock);
+    for (unsigned r = 0; r < route_count(cfg) && rc == 0; r++) {
+        const struct route *rt = route_at(cfg, r);
+
+        for (unsigned h = 0; h < route_nhops(rt) && rc == 0; h++) {
+            const struct config_nexthop *hop = route_hop(rt, h);
+
+            if (hop->transport == TRANSPORT_MAILDIR) {
+                rc = maildir_open(hop->path);
+                if (rc < 0)
+                    snprintf(err, errlen, "maildir %s: %s", hop->path,
+                             rc == -ENFILE ? "more Maildirs than ringmail serves (16)"
+                                           : strerror(-rc));
+            }
+        }
+    }
+    pthread_mutex_unlock(&maildirs_lock);
+    return rc;
 }
 
 static void
@@ -1544,10 +1579,41 @@ dest_run(struct worker *w, struct dest *x)
     }
 }
 
+/*
+ * A delivery routed under an older configuration than the worker's (it
+ * waited through a reload): when the reload left the routes as they were,
+ * it moves to the same route of the new snapshot; otherwise its owner routes
+ * it again (handoff.c). False when it was given back. One routed under a
+ * newer snapshot than the worker's (the reactors adopt a reload first) is
+ * fine as it is: its destination holds that snapshot.
+ */
+static bool
+settle(struct worker *w, struct delivery *d)
+{
+    struct snapshot *ds = d->snap;
+
+    if (ds == w->snap || ds->gen > w->snap->gen)
+        return true;
+    if (snapshot_same_routes(&ds->cfg, w->cfg)) {
+        d->route = snapshot_route_in(ds, d->route, w->snap);
+        d->snap = snapshot_ref(w->snap);
+        snapshot_put(ds);
+        return true;
+    }
+    dsn_attach(w, d, NULL); /* reports owed for what is finished: they go with it */
+    d->reroute = true;
+    give_back(w, d);
+    return false;
+}
+
 static void
 take(struct worker *w, struct delivery *d)
 {
-    struct dest *x = dest_get(w, d);
+    struct dest *x;
+
+    if (!settle(w, d))
+        return;
+    x = dest_get(w, d);
 
     if (x == NULL) {
         give_back(w, d); /* no memory: its owner keeps it pending */
@@ -1560,6 +1626,7 @@ take(struct worker *w, struct delivery *d)
 static void
 tick(struct worker *w)
 {
+    dest_reap(w);
     /* deferred deliveries that are due */
     while (w->retry != NULL && w->retry->next_ms <= w->now_ms) {
         struct delivery *d = w->retry;
@@ -1587,6 +1654,96 @@ tick(struct worker *w)
                 smtp_client_timeout(&s->cl);
         }
     }
+}
+
+/* ---- reloads ---- */
+
+/* Is x of an older snapshot, with nothing and nobody left working for it? */
+static bool
+dest_retired(const struct worker *w, const struct dest *x)
+{
+    if (x->q != NULL || x->active > 0 || x->idle != NULL)
+        return false;
+    for (uint32_t i = 0; i < w->nsess; i++) {
+        if (w->sess[i] != NULL && w->sess[i]->d == x)
+            return false;
+    }
+    for (uint32_t i = 0; i < w->njobs; i++) {
+        if (w->jobs[i] != NULL && w->jobs[i]->d == x)
+            return false;
+    }
+    return true;
+}
+
+/* Free the destinations of older snapshots that nothing uses any more (tick). */
+static void
+dest_reap(struct worker *w)
+{
+    unsigned busy = 0;
+
+    if (w->nretired == 0)
+        return;
+    for (unsigned b = 0; b <= w->dtab_mask; b++) {
+        for (struct dest **pp = &w->dtab[b]; *pp != NULL;) {
+            struct dest *x = *pp;
+
+            if (x->snap->gen >= w->snap->gen) {
+                pp = &x->next;
+            } else if (!dest_retired(w, x)) {
+                busy++;
+                pp = &x->next;
+            } else {
+                *pp = x->next;
+                snapshot_put(x->snap);
+                free(x);
+                w->ndest--;
+            }
+        }
+    }
+    w->nretired = busy;
+}
+
+/*
+ * A reload: from now on deliveries go to destinations of s. Those waiting on
+ * an older destination move now (settle()); idle connections of older
+ * destinations close; sessions at work finish their delivery first. The
+ * retry list keeps its schedule and is settled as each delivery comes due.
+ */
+static void
+adopt(struct worker *w, struct snapshot *s)
+{
+    struct snapshot *old = w->snap;
+    struct delivery *moved = NULL, **tail = &moved;
+
+    w->snap = s;
+    w->cfg = &s->cfg;
+    w->tls_ctx = s->client_ctx;
+    w->nretired = 0;
+    for (unsigned b = 0; b <= w->dtab_mask; b++) {
+        for (struct dest *x = w->dtab[b]; x != NULL; x = x->next) {
+            struct delivery *d;
+
+            if (x->snap->gen >= s->gen)
+                continue;
+            w->nretired++;
+            while ((d = dest_pop(x)) != NULL) {
+                *tail = d;
+                tail = &d->next;
+            }
+            for (struct osess *o = x->idle; o != NULL; o = o->next_idle)
+                smtp_client_quit(&o->cl);
+        }
+    }
+    while (moved != NULL) {
+        struct delivery *d = moved;
+
+        moved = d->next;
+        d->next = NULL;
+        take(w, d);
+    }
+    snapshot_put(old);
+    /* release: main reads it to know every worker has moved on */
+    atomic_store_explicit(&w->snap_gen, s->gen, memory_order_release);
 }
 
 /* ---- control (ringmail queue flush | delete) ---- */
@@ -1736,8 +1893,10 @@ hand_back_all(struct worker *w)
         for (struct dest *x = w->dtab[b]; x != NULL; x = x->next) {
             struct delivery *d;
 
-            while ((d = dest_pop(x)) != NULL)
+            while ((d = dest_pop(x)) != NULL) {
+                dsn_attach(w, d, NULL); /* failed recipients of an earlier attempt */
                 give_back(w, d);
+            }
             for (struct osess *s = x->idle; s != NULL; s = s->next_idle)
                 smtp_client_quit(&s->cl);
         }
@@ -1746,6 +1905,7 @@ hand_back_all(struct worker *w)
         struct delivery *d = w->retry;
 
         w->retry = d->next;
+        dsn_attach(w, d, NULL);
         give_back(w, d);
     }
     for (uint32_t i = 0; i < w->nsess; i++) {
@@ -1788,6 +1948,12 @@ worker_main(void *arg)
         unsigned head, n = 0;
         size_t got;
 
+        {
+            struct snapshot *s = snapshot_take(&w->next_snap);
+
+            if (s != NULL)
+                adopt(w, s);
+        }
         got = w->stopping ? 0 : q_mesh_pop_batch(w->in, w->index, items, W_BATCH);
         for (size_t i = 0; i < got; i++)
             take(w, items[i]);
@@ -1835,14 +2001,18 @@ worker_main(void *arg)
 }
 
 int
-worker_init(struct worker *w, unsigned index, const struct ringmail_config *cfg, struct q_mesh *in,
+worker_init(struct worker *w, unsigned index, struct snapshot *snap, struct q_mesh *in,
             struct q_mesh *out)
 {
-    int rc = 0;
+    char err[CONFIG_ERR_MAX];
+    int rc;
 
     memset(w, 0, sizeof(*w));
     w->index = index;
-    w->cfg = cfg;
+    w->snap = snapshot_ref(snap);
+    w->cfg = &snap->cfg;
+    w->tls_ctx = snap->client_ctx;
+    atomic_store_explicit(&w->snap_gen, snap->gen, memory_order_relaxed);
     w->in = in;
     w->out = out;
     w->done_tail = &w->done;
@@ -1856,40 +2026,10 @@ worker_init(struct worker *w, unsigned index, const struct ringmail_config *cfg,
     if (w->dtab == NULL || w->sess == NULL || w->jobs == NULL || w->wake_fd == -1)
         return -ENOMEM;
     /* the Maildirs every route may need, created now: start-up may block */
-    pthread_mutex_lock(&maildirs_lock);
-    for (unsigned r = 0; r < route_count(cfg) && rc == 0; r++) {
-        const struct route *rt = route_at(cfg, r);
-
-        for (unsigned h = 0; h < route_nhops(rt) && rc == 0; h++) {
-            const struct config_nexthop *hop = route_hop(rt, h);
-
-            if (hop->transport == TRANSPORT_MAILDIR) {
-                rc = maildir_open(hop->path);
-                if (rc < 0)
-                    log_msg(LOG_ERR, "event=fatal what=maildir path=%s error=\"%s\"", hop->path,
-                            strerror(-rc));
-            }
-        }
-    }
-    pthread_mutex_unlock(&maildirs_lock);
-    if (rc < 0)
+    rc = worker_maildirs(w->cfg, err, sizeof(err));
+    if (rc < 0) {
+        log_msg(LOG_ERR, "event=fatal what=maildir error=\"%s\"", err);
         return rc;
-    if (cfg->smtp_tls_security_level != SMTP_TLS_NONE) {
-        char err[CONFIG_ERR_MAX] = "";
-
-        pthread_mutex_lock(&client_ctx_lock);
-        if (client_ctx_refs == 0)
-            client_ctx = tls_client_ctx_new(cfg, err, sizeof(err));
-        if (client_ctx != NULL) {
-            client_ctx_refs++;
-            w->tls_ctx = client_ctx;
-        }
-        pthread_mutex_unlock(&client_ctx_lock);
-        if (w->tls_ctx == NULL) {
-            /* err names the key and the file: "key 'smtp_tls_CAfile': ..." */
-            log_msg(LOG_ERR, "event=fatal what=tls error=\"%s\"", err);
-            return -EINVAL;
-        }
     }
     q_mesh_set_notify(in, index, worker_notify, w);
     return 0;
@@ -1942,6 +2082,7 @@ worker_join(struct worker *w)
 
         for (; x != NULL; x = next) {
             next = x->next;
+            snapshot_put(x->snap);
             free(x);
         }
     }
@@ -1949,13 +2090,9 @@ worker_join(struct worker *w)
     free(w->sess);
     free(w->jobs);
     close(w->wake_fd);
-    if (w->tls_ctx != NULL) {
-        pthread_mutex_lock(&client_ctx_lock);
-        if (--client_ctx_refs == 0) {
-            tls_ctx_free(client_ctx);
-            client_ctx = NULL;
-        }
-        pthread_mutex_unlock(&client_ctx_lock);
-        w->tls_ctx = NULL;
-    }
+    w->tls_ctx = NULL;
+    w->cfg = NULL;
+    snapshot_put(snapshot_take(&w->next_snap));
+    snapshot_put(w->snap);
+    w->snap = NULL;
 }

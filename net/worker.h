@@ -20,6 +20,7 @@
 #include "core/config.h"
 #include "core/smtp_client.h"
 #include "net/logbuf.h"
+#include "net/snapshot.h"
 #include "queue/delivery.h"
 #include "queue/ring.h"
 
@@ -35,9 +36,12 @@ struct worker_stats {
 
 struct worker {
     unsigned index;
-    const struct ringmail_config *cfg;
-    struct q_mesh *in;  /* reactors -> workers: this worker is consumer `index` */
-    struct q_mesh *out; /* workers -> reactors: this worker is producer `index` */
+    const struct ringmail_config *cfg;    /* &snap->cfg */
+    struct snapshot *snap;                /* a reference, swapped at a reload (snapshot.h) */
+    _Atomic(struct snapshot *) next_snap; /* any thread: the main thread offers a reload here */
+    _Atomic uint64_t snap_gen;            /* any thread reads: the generation adopted */
+    struct q_mesh *in;                    /* reactors -> workers: this worker is consumer `index` */
+    struct q_mesh *out;                   /* workers -> reactors: this worker is producer `index` */
     pthread_t thread;
     atomic_bool stop;
     atomic_int started; /* 0 starting, 1 running, -errno failed */
@@ -49,13 +53,14 @@ struct worker {
     uint64_t now_ms, wall_ms;
     bool stopping;
 
-    /* the delivery side's TLS context (NULL: smtp_tls_security_level none), one for the
-       process, shared read-only by every worker (SSL_new takes its own reference) */
+    /* the delivery side's TLS context: snap->client_ctx (NULL: smtp_tls_security_level
+       none), shared read-only by every worker (SSL_new takes its own reference) */
     struct ssl_ctx_st *tls_ctx;
 
     struct dest **dtab; /* destinations by route hash */
     unsigned dtab_mask;
     unsigned ndest;
+    unsigned nretired; /* destinations of older snapshots still in the table */
 
     struct osess **sess; /* session slots, user_data index */
     uint32_t nsess, sess_used;
@@ -87,10 +92,13 @@ enum worker_ctl {
 /* Main thread: run a control request on w and wait (bounded) for its result; -ETIMEDOUT. */
 int worker_control(struct worker *w, enum worker_ctl op, uint64_t id, unsigned *result);
 
-/* Prepare a worker (main thread): tables, the Maildirs of every route, the TLS client
-   context (smtp_tls_CAfile). 0 or -errno; the reason is logged here (event=fatal). */
-int worker_init(struct worker *w, unsigned index, const struct ringmail_config *cfg,
-                struct q_mesh *in, struct q_mesh *out);
+/* Prepare a worker (main thread): tables, the Maildirs of every route of snap; takes a
+   reference on snap. 0 or -errno; the reason is logged here (event=fatal). */
+int worker_init(struct worker *w, unsigned index, struct snapshot *snap, struct q_mesh *in,
+                struct q_mesh *out);
+/* Create and open the Maildirs cfg's routes name that are not open yet (main thread, at
+   start-up and before a reload is offered; may block). 0, or -errno with err naming it. */
+int worker_maildirs(const struct ringmail_config *cfg, char *err, size_t errlen);
 /* Start its thread and wait until its ring is set up. 0 or -errno. */
 int worker_start(struct worker *w);
 /* Ask it to stop once it holds nothing in flight (any thread), then join it. */

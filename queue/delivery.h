@@ -48,7 +48,9 @@ enum dlv_state {
 
 struct delivery {
     struct qmsg *msg;
-    const void *route; /* the route (core/route.h), immutable for the process's life */
+    const void *route; /* the route (core/route.h), inside the configuration snapshot... */
+    void *snap;        /* ...held here: a counted reference (net/snapshot.h) that whoever
+                          frees the delivery drops */
     uint64_t route_hash;
     uint32_t nrcpt;
     uint32_t *rcpt;   /* indices into msg->env.rcpt */
@@ -61,6 +63,8 @@ struct delivery {
     unsigned dsn_flags; /* DSN_OUT_F_* (core/dsn.h) */
     unsigned attempts;
     unsigned hop;     /* the route's next hop to try in this attempt (failover) */
+    bool reroute;     /* given back unfinished after a reload changed the routes: the owner
+                         routes its pending recipients again */
     uint64_t next_ms; /* monotonic: when a deferred delivery is due again */
     struct delivery *next;
 };

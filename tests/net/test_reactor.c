@@ -48,6 +48,7 @@ start(struct fixture *f, const char *const *overrides)
     char err[CONFIG_ERR_MAX], kv[128];
     struct sockaddr_in sin;
     socklen_t sl = sizeof(sin);
+    struct snapshot *snap;
     int rc;
 
     memset(f, 0, sizeof(*f));
@@ -64,7 +65,10 @@ start(struct fixture *f, const char *const *overrides)
 
     f->r.index = 0;
     f->r.wake_fd = -1;
-    rc = reactor_listen(&f->r, &f->cfg, err, sizeof(err));
+    snap = snapshot_new(&f->cfg, 1, err, sizeof(err));
+    cr_assert_not_null(snap, "%s", err);
+    rc = reactor_listen(&f->r, snap, err, sizeof(err));
+    snapshot_put(snap); /* the reactor holds its own */
     cr_assert_eq(rc, 0, "%s", err);
     cr_assert_eq(getsockname(f->r.listen_fd[0], (struct sockaddr *)&sin, &sl), 0);
     f->port = ntohs(sin.sin_port);

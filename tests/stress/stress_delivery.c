@@ -6,7 +6,11 @@
  * (DONE records written, segments removed or finished). A plain program
  * (exit 0 = pass, 77 = io_uring unavailable) so that it runs under
  * ThreadSanitizer: it exercises the hand-off, the completion rings, the
- * message reference counts and the sleep/notify protocol.
+ * message reference counts and the sleep/notify protocol. While the clients
+ * send, the main thread reloads the configuration RELOADS times, alternating
+ * two that route the same mail differently (the snapshot hand-over, routes
+ * moved to a new snapshot, deliveries routed again by their owners, retired
+ * destinations and snapshots freed by whichever thread lets go last).
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -25,10 +29,11 @@
 
 #include "core/config.h"
 #include "net/reactor.h"
+#include "net/reload.h"
 #include "net/worker.h"
 #include "queue/spool.h"
 
-enum { REACTORS = 2, WORKERS = 2, CLIENTS = 8, MSGS = 40 };
+enum { REACTORS = 2, WORKERS = 2, CLIENTS = 8, MSGS = 40, RELOADS = 6 };
 
 #define STRESS_NAME "stress_delivery"
 #include "stress_clients.h"
@@ -51,7 +56,8 @@ count_files(const char *dir)
 int
 main(void)
 {
-    static struct ringmail_config cfg;
+    static struct ringmail_config cfg, alt;
+    struct snapshot *snap;
     static struct reactor r[REACTORS];
     static struct worker w[WORKERS];
     static struct q_mesh to_workers, from_workers;
@@ -75,8 +81,15 @@ main(void)
     CHECK(mkdir(kv, 0700) == 0, "mkdir");
     CHECK(q_mesh_init(&to_workers, REACTORS, WORKERS, 64) == 0, "mesh");
     CHECK(q_mesh_init(&from_workers, WORKERS, REACTORS, 64) == 0, "mesh");
+    /* the same Maildir through a different route table: a reload to it routes again */
+    alt = cfg;
+    snprintf(kv, sizeof(kv), "routes=example.invalid=maildir:%s/md,*=maildir:%s/md", dir, dir);
+    CHECK(config_set(&alt, kv, err, sizeof(err)) == 0, "%s", err);
+    CHECK(config_finish(&alt, err, sizeof(err)) == 0, "%s", err);
+    snap = snapshot_new(&cfg, 1, err, sizeof(err));
+    CHECK(snap != NULL, "%s", err);
     for (unsigned i = 0; i < WORKERS; i++)
-        CHECK(worker_init(&w[i], i, &cfg, &to_workers, &from_workers) == 0, "worker_init");
+        CHECK(worker_init(&w[i], i, snap, &to_workers, &from_workers) == 0, "worker_init");
     for (unsigned i = 0; i < REACTORS; i++) {
         r[i].index = i;
         r[i].wake_fd = -1;
@@ -85,8 +98,9 @@ main(void)
         r[i].nworkers = WORKERS;
         r[i].nreactors = REACTORS;
         q_mesh_set_notify(&from_workers, i, handoff_notify, &r[i]);
-        CHECK(reactor_listen(&r[i], &cfg, err, sizeof(err)) == 0, "%s", err);
+        CHECK(reactor_listen(&r[i], snap, err, sizeof(err)) == 0, "%s", err);
     }
+    snapshot_put(snap); /* the threads hold their own */
     for (unsigned i = 0; i < WORKERS; i++) {
         rc = worker_start(&w[i]);
         if (rc == -ENOSYS || rc == -EPERM) {
@@ -99,6 +113,15 @@ main(void)
         CHECK(reactor_start(&r[i], -1) == 0, "reactor_start");
     for (int i = 0; i < CLIENTS; i++)
         CHECK(pthread_create(&th[i], NULL, client, (void *)(intptr_t)i) == 0, "pthread_create");
+    for (unsigned k = 0; k < RELOADS; k++) {
+        struct timespec ts = { 0, 30000000 };
+
+        nanosleep(&ts, NULL);
+        snap = snapshot_new(k % 2 == 0 ? &alt : &cfg, 2 + k, err, sizeof(err));
+        CHECK(snap != NULL, "%s", err);
+        CHECK(reload_publish(r, REACTORS, w, WORKERS, snap) == 0, "reload %u: not adopted", k);
+        snapshot_put(snap);
+    }
     for (int i = 0; i < CLIENTS; i++)
         pthread_join(th[i], NULL);
 

@@ -38,6 +38,7 @@ main(void)
     static struct ringmail_config cfg;
     static struct reactor r[REACTORS];
     struct spool_index idx = { 0 };
+    struct snapshot *snap;
     pthread_t th[CLIENTS];
     char err[CONFIG_ERR_MAX], kv[128], dir[] = "/tmp/ringmail-stress-XXXXXX";
     int rc;
@@ -50,11 +51,14 @@ main(void)
     snprintf(kv, sizeof(kv), "listen=127.0.0.1:%u", port);
     CHECK(config_set(&cfg, kv, err, sizeof(err)) == 0, "%s", err);
     CHECK(config_finish(&cfg, err, sizeof(err)) == 0, "%s", err);
+    snap = snapshot_new(&cfg, 1, err, sizeof(err));
+    CHECK(snap != NULL, "%s", err);
     for (unsigned i = 0; i < REACTORS; i++) {
         r[i].index = i;
         r[i].wake_fd = -1;
-        CHECK(reactor_listen(&r[i], &cfg, err, sizeof(err)) == 0, "%s", err);
+        CHECK(reactor_listen(&r[i], snap, err, sizeof(err)) == 0, "%s", err);
     }
+    snapshot_put(snap); /* each reactor holds its own */
     for (unsigned i = 0; i < REACTORS; i++) {
         rc = reactor_start(&r[i], -1);
         if (rc == -ENOSYS || rc == -EPERM) {
