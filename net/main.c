@@ -607,7 +607,7 @@ reload_config(const struct reload_src *src, struct snapshot **cur, struct reacto
         rc = s == NULL ? -1 : 0;
     }
     free(ncfg);
-    if (rc < 0) {
+    if (rc < 0 || s == NULL) {
         log_msg(LOG_ERR,
                 "event=reload what=config result=refused error=\"%s\" note=\"the configuration "
                 "in service stays\"",
