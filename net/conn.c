@@ -593,7 +593,7 @@ conn_accepted(struct reactor *r, int fd, unsigned listener)
     c->tx_plain = 0;
     c->tls_out = NULL;
     c->tls_out_len = c->tls_out_off = 0;
-    c->kind = r->cfg->listen[listener].kind;
+    c->kind = r->lis[listener].hp.kind;
     r->conns_used++;
     c->snap = snapshot_ref(r->snap);
     smtp_session_init(&c->sess, r->cfg, &conn_ops, c, addr);
@@ -613,7 +613,7 @@ conn_accepted(struct reactor *r, int fd, unsigned listener)
         after_session(r, c);
         return;
     }
-    if (config_listen_proxy(r->cfg, &r->cfg->listen[listener])) {
+    if (config_listen_proxy(r->cfg, &r->lis[listener].hp)) {
         if (!route_network_match(&r->cfg->proxy_trusted_networks, addr)) {
             STAT_INC(r, refused_proxy, 1);
             log_msg(LOG_WARN,

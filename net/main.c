@@ -377,11 +377,10 @@ static void
 reactors_free(struct reactor *reactors, unsigned n)
 {
     for (unsigned i = 0; i < n; i++) {
-        for (unsigned j = 0; j < reactors[i].nlisten && reactors[i].listen_fd; j++) {
-            if (reactors[i].listen_fd[j] >= 0)
-                close(reactors[i].listen_fd[j]);
+        for (unsigned j = 0; j < CONFIG_MAX_LISTEN; j++) {
+            if (reactors[i].lis[j].fd >= 0)
+                close(reactors[i].lis[j].fd);
         }
-        free(reactors[i].listen_fd);
         snapshot_put(reactors[i].snap);
     }
     free(reactors);
@@ -537,11 +536,8 @@ struct reload_src {
     int nov;
 };
 
-/*
- * Keys a running ringmail cannot change: a reload keeps their running value
- * and says so (a restart applies them). The listeners are among them: a
- * port below 1024 cannot be bound again after the privilege drop.
- */
+/* Keys a running ringmail cannot change: a reload keeps their running value and says so
+   (a restart applies them). */
 static void
 keep_restart_keys(struct ringmail_config *n, const struct ringmail_config *cur)
 {
@@ -555,9 +551,6 @@ keep_restart_keys(struct ringmail_config *n, const struct ringmail_config *cur)
         }                                                                                          \
     } while (0)
 #define KEEP_MEM(key) KEEP(key, memcmp(&n->key, &cur->key, sizeof(n->key)) == 0)
-    KEEP(listen, n->nlisten == cur->nlisten &&
-                     memcmp(n->listen, cur->listen, sizeof(n->listen[0]) * n->nlisten) == 0);
-    n->nlisten = cur->nlisten;
     KEEP_MEM(admin_listen);
     KEEP_MEM(admin_token_file);
     KEEP_MEM(user);
@@ -569,6 +562,48 @@ keep_restart_keys(struct ringmail_config *n, const struct ringmail_config *cur)
     KEEP_MEM(command_line_limit);
 #undef KEEP_MEM
 #undef KEEP
+}
+
+/*
+ * The listeners s has and cur had not: one socket per reactor each, bound
+ * here, handed to the reactors in s->lfd (reactor.c adopt_listeners()).
+ * After the privilege drop a port below 1024 needs CAP_NET_BIND_SERVICE
+ * (the systemd unit grants it); without it the reload is refused.
+ */
+static int
+open_added_listeners(struct snapshot *s, const struct ringmail_config *cur, unsigned n, char *err,
+                     size_t errlen)
+{
+    const struct ringmail_config *cfg = &s->cfg;
+    char why[CONFIG_ERR_MAX];
+
+    s->nreactors = n;
+    s->lfd = malloc((size_t)cfg->nlisten * n * sizeof(*s->lfd) + 1);
+    if (s->lfd == NULL) {
+        snprintf(err, errlen, "key 'listen': out of memory");
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < (size_t)cfg->nlisten * n; i++)
+        s->lfd[i] = -1;
+    for (unsigned j = 0; j < cfg->nlisten; j++) {
+        bool had = false;
+
+        for (unsigned k = 0; k < cur->nlisten && !had; k++)
+            had = listen_same(&cfg->listen[j], &cur->listen[k]);
+        for (unsigned i = 0; i < n && !had; i++) {
+            int fd = listen_socket(&cfg->listen[j], why, sizeof(why));
+
+            if (fd < 0) {
+                snprintf(err, errlen, "key 'listen': %s%s", why,
+                         fd == -EACCES ? " (ringmail no longer runs as root: a port below 1024 "
+                                         "needs CAP_NET_BIND_SERVICE, or a restart)"
+                                       : "");
+                return fd; /* the sockets opened so far close with s */
+            }
+            s->lfd[(size_t)j * n + i] = fd;
+        }
+    }
+    return 0;
 }
 
 /*
@@ -604,9 +639,13 @@ reload_config(const struct reload_src *src, struct snapshot **cur, struct reacto
     }
     if (rc == 0) {
         s = snapshot_new(ncfg, (*cur)->gen + 1, err, sizeof(err));
-        rc = s == NULL ? -1 : 0;
+        rc = s == NULL ? -1 : open_added_listeners(s, &(*cur)->cfg, n, err, sizeof(err));
     }
     free(ncfg);
+    if (rc < 0) {
+        snapshot_put(s);
+        s = NULL;
+    }
     if (rc < 0 || s == NULL) {
         log_msg(LOG_ERR,
                 "event=reload what=config result=refused error=\"%s\" note=\"the configuration "

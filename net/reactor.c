@@ -112,8 +112,22 @@ arm_accept(struct reactor *r, unsigned li)
 {
     struct io_uring_sqe *sqe = reactor_sqe(r);
 
-    io_uring_prep_multishot_accept(sqe, r->listen_fd[li], NULL, NULL, SOCK_CLOEXEC);
-    io_uring_sqe_set_data64(sqe, ud_make(0, li, OP_ACCEPT));
+    io_uring_prep_multishot_accept(sqe, r->lis[li].fd, NULL, NULL, SOCK_CLOEXEC);
+    io_uring_sqe_set_data64(sqe, ud_make(r->lis[li].gen, li, OP_ACCEPT));
+}
+
+/* Stop accepting on slot li and close it; a completion already on its way is stale. */
+static void
+close_listener(struct reactor *r, unsigned li)
+{
+    struct io_uring_sqe *sqe = reactor_sqe(r);
+
+    io_uring_prep_cancel64(sqe, ud_make(r->lis[li].gen, li, OP_ACCEPT), 0);
+    io_uring_sqe_set_data64(sqe, ud_make(0, 0, OP_NONE));
+    io_uring_sqe_set_flags(sqe, IOSQE_CQE_SKIP_SUCCESS);
+    close(r->lis[li].fd);
+    r->lis[li].fd = -1;
+    r->lis[li].gen++;
 }
 
 static void
@@ -127,54 +141,63 @@ arm_wake(struct reactor *r)
 
 /* ---- set-up ---- */
 
+bool
+listen_same(const struct config_hostport *a, const struct config_hostport *b)
+{
+    return a->port == b->port && a->v6 == b->v6 && strcmp(a->host, b->host) == 0;
+}
+
+int
+listen_socket(const struct config_hostport *hp, char *err, size_t errlen)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl;
+    int one = 1, fd, rc;
+
+    if (hostport_sockaddr(hp, &ss, &sl) < 0) {
+        snprintf(err, errlen, "listen %s:%u: not an IP address (names are not resolved)", hp->host,
+                 hp->port);
+        return -EINVAL;
+    }
+    fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd == -1)
+        goto fail;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == -1 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) == -1)
+        goto fail;
+    /* accepted sockets inherit TCP_NODELAY: a reply batch is one send anyway */
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (ss.ss_family == AF_INET6)
+        (void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    if (bind(fd, (struct sockaddr *)&ss, sl) == -1 || listen(fd, 4096) == -1)
+        goto fail;
+    return fd;
+fail:
+    rc = -errno;
+    snprintf(err, errlen, "listen %s%s%s:%u: %s", hp->v6 ? "[" : "", hp->host, hp->v6 ? "]" : "",
+             hp->port, strerror(errno));
+    if (fd >= 0)
+        close(fd);
+    return rc;
+}
+
 int
 reactor_listen(struct reactor *r, struct snapshot *snap, char *err, size_t errlen)
 {
     const struct ringmail_config *cfg = &snap->cfg;
-    int one = 1;
 
     r->snap = snapshot_ref(snap);
     r->cfg = cfg;
     atomic_store_explicit(&r->snap_gen, snap->gen, memory_order_relaxed);
-    r->nlisten = cfg->nlisten;
-    r->listen_fd = calloc(cfg->nlisten, sizeof(int));
-    if (r->listen_fd == NULL)
-        return -ENOMEM;
-    for (unsigned i = 0; i < cfg->nlisten; i++)
-        r->listen_fd[i] = -1;
+    for (unsigned i = 0; i < CONFIG_MAX_LISTEN; i++)
+        r->lis[i].fd = -1;
     for (unsigned i = 0; i < cfg->nlisten; i++) {
-        const struct config_hostport *hp = &cfg->listen[i];
-        struct sockaddr_storage ss;
-        socklen_t sl;
-        int fd, rc;
+        int fd = listen_socket(&cfg->listen[i], err, errlen);
 
-        if (hostport_sockaddr(hp, &ss, &sl) < 0) {
-            snprintf(err, errlen, "listen %s:%u: not an IP address (names are not resolved)",
-                     hp->host, hp->port);
-            return -EINVAL;
-        }
-        fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (fd == -1)
-            goto fail;
-        r->listen_fd[i] = fd;
-        if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == -1 ||
-            setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) == -1)
-            goto fail;
-        /* accepted sockets inherit TCP_NODELAY: a reply batch is one send anyway */
-        (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        if (ss.ss_family == AF_INET6)
-            (void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-        rc = bind(fd, (struct sockaddr *)&ss, sl);
-        if (rc == -1)
-            goto fail;
-        if (listen(fd, 4096) == -1)
-            goto fail;
-        continue;
-    fail:
-        rc = -errno;
-        snprintf(err, errlen, "listen %s%s%s:%u: %s", hp->v6 ? "[" : "", hp->host,
-                 hp->v6 ? "]" : "", hp->port, strerror(errno));
-        return rc;
+        if (fd < 0)
+            return fd;
+        r->lis[i].fd = fd;
+        r->lis[i].hp = cfg->listen[i];
     }
     return 0;
 }
@@ -273,19 +296,24 @@ handle_cqe(struct reactor *r, struct io_uring_cqe *cqe)
     struct conn *c;
 
     switch (op) {
-    case OP_ACCEPT:
+    case OP_ACCEPT: {
+        /* a slot closed by a reload (or the stop) may still deliver one */
+        bool live = index < CONFIG_MAX_LISTEN && r->lis[index].fd >= 0 &&
+                    r->lis[index].gen == gen && !r->stopping;
+
         if (cqe->res >= 0) {
-            if (r->stopping)
+            if (!live)
                 close(cqe->res);
             else
                 conn_accepted(r, cqe->res, index);
-        } else if (cqe->res != -ECANCELED && !r->stopping) {
+        } else if (cqe->res != -ECANCELED && live) {
             log_msg(LOG_WARN, "event=accept_error reactor=%u error=\"%s\"", r->index,
                     strerror(-cqe->res));
         }
-        if (!(cqe->flags & IORING_CQE_F_MORE) && !r->stopping)
+        if (!(cqe->flags & IORING_CQE_F_MORE) && live)
             arm_accept(r, index);
         return;
+    }
     case OP_RECV:
     case OP_SEND:
     case OP_CANCEL:
@@ -345,14 +373,9 @@ static void
 begin_stop(struct reactor *r)
 {
     r->stopping = true;
-    for (unsigned i = 0; i < r->nlisten; i++) {
-        struct io_uring_sqe *sqe = reactor_sqe(r);
-
-        io_uring_prep_cancel64(sqe, ud_make(0, i, OP_ACCEPT), 0);
-        io_uring_sqe_set_data64(sqe, ud_make(0, 0, OP_NONE));
-        io_uring_sqe_set_flags(sqe, IOSQE_CQE_SKIP_SUCCESS);
-        close(r->listen_fd[i]);
-        r->listen_fd[i] = -1;
+    for (unsigned i = 0; i < CONFIG_MAX_LISTEN; i++) {
+        if (r->lis[i].fd >= 0)
+            close_listener(r, i);
     }
     for (uint32_t i = 0; i < r->nconns; i++) {
         if (r->conns[i].flags & CONN_F_USED)
@@ -427,13 +450,72 @@ reactor_fini(struct reactor *r)
     free(r->rx_bufs);
     io_uring_queue_exit(&r->ring);
     munmap(r->br, RX_BUF_COUNT * sizeof(struct io_uring_buf));
-    for (unsigned i = 0; i < r->nlisten; i++) {
-        if (r->listen_fd[i] >= 0)
-            close(r->listen_fd[i]);
+    for (unsigned i = 0; i < CONFIG_MAX_LISTEN; i++) {
+        if (r->lis[i].fd >= 0)
+            close(r->lis[i].fd);
+        r->lis[i].fd = -1;
     }
-    free(r->listen_fd);
     r->conns = NULL;
-    r->listen_fd = NULL;
+}
+
+static void
+log_addr(const char *event, const struct config_hostport *hp)
+{
+    log_msg(LOG_INFO, "event=%s addr=%s%s%s:%u", event, hp->v6 ? "[" : "", hp->host,
+            hp->v6 ? "]" : "", hp->port);
+}
+
+/* A reload: listeners gone from s close, listeners s adds open (main bound them). */
+static void
+adopt_listeners(struct reactor *r, struct snapshot *s)
+{
+    const struct ringmail_config *cfg = &s->cfg;
+
+    for (unsigned li = 0; li < CONFIG_MAX_LISTEN; li++) {
+        bool kept = false;
+
+        if (r->lis[li].fd < 0)
+            continue;
+        for (unsigned j = 0; j < cfg->nlisten && !kept; j++) {
+            if (listen_same(&r->lis[li].hp, &cfg->listen[j])) {
+                r->lis[li].hp = cfg->listen[j]; /* its kind or proxy may have changed */
+                kept = true;
+            }
+        }
+        if (!kept) {
+            if (r->index == 0)
+                log_addr("listener_closed", &r->lis[li].hp);
+            close_listener(r, li);
+        }
+    }
+    for (unsigned j = 0; j < cfg->nlisten; j++) {
+        const struct config_hostport *hp = &cfg->listen[j];
+        unsigned li, free_li = CONFIG_MAX_LISTEN;
+        int *fd =
+            s->lfd != NULL && r->index < s->nreactors ? &s->lfd[j * s->nreactors + r->index] : NULL;
+
+        for (li = 0; li < CONFIG_MAX_LISTEN; li++) {
+            if (r->lis[li].fd >= 0 && listen_same(&r->lis[li].hp, hp))
+                break;
+            if (r->lis[li].fd < 0 && free_li == CONFIG_MAX_LISTEN)
+                free_li = li;
+        }
+        if (li < CONFIG_MAX_LISTEN)
+            continue; /* open already */
+        if (fd == NULL || *fd < 0 || free_li == CONFIG_MAX_LISTEN) {
+            log_msg(LOG_ERR,
+                    "event=listen_error reactor=%u addr=%s%s%s:%u note=\"no socket for this "
+                    "listener on this reactor: restart to open it\"",
+                    r->index, hp->v6 ? "[" : "", hp->host, hp->v6 ? "]" : "", hp->port);
+            continue;
+        }
+        r->lis[free_li].fd = *fd;
+        r->lis[free_li].hp = *hp;
+        *fd = -1; /* ours now */
+        arm_accept(r, free_li);
+        if (r->index == 0)
+            log_addr("listening", hp);
+    }
 }
 
 /* A reload: sessions already open keep theirs; new ones (and new mail's routes) get this. */
@@ -442,6 +524,8 @@ adopt(struct reactor *r, struct snapshot *s)
 {
     struct snapshot *old = r->snap;
 
+    if (!r->stopping)
+        adopt_listeners(r, s);
     r->snap = s;
     r->cfg = &s->cfg;
     snapshot_put(old);
@@ -458,8 +542,10 @@ reactor_main(void *arg)
     int rc;
 
     log_set_thread_sink(logbuf_sink, &r->log);
-    for (unsigned i = 0; i < r->nlisten; i++)
-        arm_accept(r, i);
+    for (unsigned i = 0; i < CONFIG_MAX_LISTEN; i++) {
+        if (r->lis[i].fd >= 0)
+            arm_accept(r, i);
+    }
     arm_wake(r);
     r->now_ms = clock_mono_ms();
     r->wall_ms = clock_wall_ms();

@@ -193,8 +193,12 @@ struct reactor {
     atomic_bool exited; /* the loop is over (any thread reads it) */
     bool stopping;
 
-    int *listen_fd; /* cfg->nlisten sockets, owned */
-    unsigned nlisten;
+    /* listening sockets (owned), one slot per listener; a reload opens and closes slots */
+    struct rlisten {
+        int fd;                    /* -1: the slot is free */
+        uint32_t gen;              /* in the accept's user_data: a closed slot's is stale */
+        struct config_hostport hp; /* the listener (kind, proxy: read at each accept) */
+    } lis[CONFIG_MAX_LISTEN];
 
     /* provided buffers */
     struct io_uring_buf_ring *br;
@@ -275,6 +279,11 @@ extern struct reactor_shared reactor_shared;
    (start-up, main thread; blocking is fine). 0, or -errno with a message in err naming
    the address. */
 int reactor_listen(struct reactor *r, struct snapshot *snap, char *err, size_t errlen);
+/* One listening socket for hp (SO_REUSEPORT: each reactor has its own). The descriptor,
+   or -errno with a message in err naming the address. Main thread. */
+int listen_socket(const struct config_hostport *hp, char *err, size_t errlen);
+/* Do a and b name the same address and port? */
+bool listen_same(const struct config_hostport *a, const struct config_hostport *b);
 /* Start the thread (pinned to CPU `cpu` when cpu >= 0) and wait until its ring and
    spool segment are set up. 0 or -errno. */
 int reactor_start(struct reactor *r, int cpu);

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "net/snapshot.h"
 #include "net/tls.h"
@@ -55,6 +56,11 @@ snapshot_put(struct snapshot *s)
     if (s == NULL || atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1)
         return;
     tls_ctx_free(s->client_ctx);
+    for (size_t i = 0; s->lfd != NULL && i < (size_t)s->cfg.nlisten * s->nreactors; i++) {
+        if (s->lfd[i] >= 0)
+            close(s->lfd[i]);
+    }
+    free(s->lfd);
     free(s);
 }
 

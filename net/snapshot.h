@@ -35,6 +35,11 @@ struct snapshot {
     struct ssl_ctx_st
         *client_ctx; /* outbound TLS (owned); NULL with smtp_tls_security_level none */
     uint64_t gen;    /* 1 for the start-up configuration, then +1 per reload */
+    /* listening sockets for the listeners this snapshot adds (a reload): lfd[listener *
+       nreactors + reactor], each taken (set to -1) by its reactor when it adopts the
+       snapshot; whatever is left is closed with the snapshot. NULL at start-up. */
+    int *lfd;
+    unsigned nreactors;
     atomic_uint refs;
 };
 

@@ -13,12 +13,15 @@
 - a bad file is refused with FILE:LINE: key, and the old configuration stays;
 - a changed route applies to mail already queued (deferred towards a hop that
   is down; after the reload it goes to the new one);
+- listeners are added and removed: a new one answers at once, a removed one
+  refuses new connections while a session it accepted before goes on;
 - keys that need a restart are kept, with a warning naming them.
 """
 import collections
 import os
 import signal
 import smtplib
+import socket
 import subprocess
 import sys
 import time
@@ -232,6 +235,44 @@ def t_route_change_applies_to_queued_mail(r):
     r.check("nothing left in the queue", "Mail queue is empty" in q.text, q.text[-500:])
 
 
+def t_listeners_added_and_removed(r):
+    srv = FileServer("listeners")
+    a = "%s:%d" % (rmtest.LOOPBACK, srv.port)
+    b_port = rmtest.free_port()
+    b = "%s:%d" % (rmtest.LOOPBACK, b_port)
+    srv.write(relayhost='"[127.0.0.1]:9"', delivery="hold")
+    srv.start()
+    try:
+        srv.write(listen='["%s", "%s"]' % (a, b), relayhost='"[127.0.0.1]:9"', delivery="hold")
+        srv.hup()
+        r.check("reloaded", reloads_seen(srv, 1))
+        first, _ = greeting(b_port)
+        r.check("the added listener answers", first and first.startswith("rmtest.example"),
+                first)
+        old = smtplib.SMTP(rmtest.LOOPBACK, srv.port, timeout=10)
+        old.ehlo("client.example")
+        srv.write(listen='["%s"]' % b, relayhost='"[127.0.0.1]:9"', delivery="hold")
+        srv.hup()
+        r.check("reloaded again", reloads_seen(srv, 2))
+        r.check("log: event=listener_closed", srv.wait_events(
+            "listener_closed", lambda e: e.get("addr") == a), srv.log()[-1500:])
+        try:
+            socket.create_connection((rmtest.LOOPBACK, srv.port), timeout=5).close()
+            refused = False
+        except ConnectionRefusedError:
+            refused = True
+        r.check("the removed listener refuses new connections", refused)
+        refused = old.sendmail("src@example.org", ["x@example.net"],
+                               b"Subject: still here\r\n\r\nhi\r\n")
+        r.eq("a session it accepted before the reload goes on and sends", refused, {})
+        old.quit()
+        first, _ = greeting(b_port)
+        r.check("the kept listener still answers", first and first.startswith("rmtest.example"),
+                first)
+    finally:
+        r.eq("exit 0", srv.stop(), 0)
+
+
 def t_restart_keys_kept(r):
     srv = FileServer("restart-keys")
     srv.write(relayhost='"[127.0.0.1]:9"')
@@ -256,5 +297,6 @@ def t_restart_keys_kept(r):
 
 if __name__ == "__main__":
     rmtest.main([t_session_keeps_its_snapshot, t_bad_file_refused,
-                 t_route_change_applies_to_queued_mail, t_restart_keys_kept,
+                 t_route_change_applies_to_queued_mail, t_listeners_added_and_removed,
+                 t_restart_keys_kept,
                  t_ten_reloads_under_load])

@@ -70,7 +70,7 @@ start(struct fixture *f, const char *const *overrides)
     rc = reactor_listen(&f->r, snap, err, sizeof(err));
     snapshot_put(snap); /* the reactor holds its own */
     cr_assert_eq(rc, 0, "%s", err);
-    cr_assert_eq(getsockname(f->r.listen_fd[0], (struct sockaddr *)&sin, &sl), 0);
+    cr_assert_eq(getsockname(f->r.lis[0].fd, (struct sockaddr *)&sin, &sl), 0);
     f->port = ntohs(sin.sin_port);
     rc = reactor_start(&f->r, -1);
     if (rc == -ENOSYS || rc == -EPERM)
