@@ -575,7 +575,7 @@ open_added_listeners(struct snapshot *s, const struct ringmail_config *cur, unsi
                      size_t errlen)
 {
     const struct ringmail_config *cfg = &s->cfg;
-    char why[CONFIG_ERR_MAX];
+    char why[256]; /* an address and an errno text */
 
     s->nreactors = n;
     s->lfd = malloc((size_t)cfg->nlisten * n * sizeof(*s->lfd) + 1);
