@@ -485,7 +485,7 @@ conn_start(struct reactor *r, struct conn *c)
         c->sess.flags |= SMTP_F_CAN_TLS;
     if (c->kind != LISTEN_SMTP)
         c->sess.flags |= SMTP_F_SUBMISSION;
-    if (reactor_shared.auth != NULL)
+    if (reactor_shared.auth != NULL && cfg->smtpd_sasl_password_file[0] != '\0')
         c->sess.flags |= SMTP_F_CAN_AUTH;
     c->deadline_ms = r->now_ms + cfg->smtpd_timeout;
     if (c->kind == LISTEN_SMTPS)

@@ -515,7 +515,7 @@ reload_auth(const struct ringmail_config *cfg)
     struct auth_db *db;
     char err[CONFIG_ERR_MAX];
 
-    if (reactor_shared.auth == NULL)
+    if (reactor_shared.auth == NULL || cfg->smtpd_sasl_password_file[0] == '\0')
         return;
     if (auth_db_load(cfg->smtpd_sasl_password_file, &db, err, sizeof(err)) < 0) {
         log_msg(LOG_ERR,
@@ -560,6 +560,10 @@ keep_restart_keys(struct ringmail_config *n, const struct ringmail_config *cur)
     KEEP_MEM(workers);
     KEEP_MEM(max_connections);
     KEEP_MEM(command_line_limit);
+    /* the verifier threads start with the process: AUTH can be switched off by a
+       reload, and its file changed, but not switched on */
+    KEEP(smtpd_sasl_password_file,
+         cur->smtpd_sasl_password_file[0] != '\0' || n->smtpd_sasl_password_file[0] == '\0');
 #undef KEEP_MEM
 #undef KEEP
 }
