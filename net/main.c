@@ -544,9 +544,9 @@ keep_restart_keys(struct ringmail_config *n, const struct ringmail_config *cur)
 #define KEEP(key, same)                                                                            \
     do {                                                                                           \
         if (!(same)) {                                                                             \
-            log_msg(LOG_WARN,                                                                      \
-                    "event=reload what=config key=" #key " note=\"changed in the file; it takes "  \
-                    "effect at the next restart\"");                                               \
+            log_msg(LOG_WARN, "event=reload what=config key=" #key                                 \
+                              " note=\"changed; it takes effect at the "                           \
+                              "next restart\"");                                                   \
             memcpy(&n->key, &cur->key, sizeof(n->key));                                            \
         }                                                                                          \
     } while (0)
@@ -646,11 +646,8 @@ reload_config(const struct reload_src *src, struct snapshot **cur, struct reacto
         rc = s == NULL ? -1 : open_added_listeners(s, &(*cur)->cfg, n, err, sizeof(err));
     }
     free(ncfg);
-    if (rc < 0) {
-        snapshot_put(s);
-        s = NULL;
-    }
     if (rc < 0 || s == NULL) {
+        snapshot_put(s);
         log_msg(LOG_ERR,
                 "event=reload what=config result=refused error=\"%s\" note=\"the configuration "
                 "in service stays\"",
