@@ -156,7 +156,8 @@ is_loopback(const struct sockaddr_storage *ss)
 
 /* The token: the file's content without trailing blanks and newlines. 0 or -1 with err. */
 static int
-read_token(struct admin *a, const char *path, char *err, size_t errlen)
+read_token(char token[ADMIN_TOKEN_MAX], size_t *token_len, const char *path, char *err,
+           size_t errlen)
 {
     char buf[ADMIN_TOKEN_MAX + 1];
     size_t len = 0;
@@ -203,8 +204,8 @@ read_token(struct admin *a, const char *path, char *err, size_t errlen)
             return -1;
         }
     }
-    memcpy(a->token, buf, len);
-    a->token_len = len;
+    memcpy(token, buf, len);
+    *token_len = len;
     explicit_bzero(buf, sizeof(buf));
     return 0;
 }
@@ -233,7 +234,8 @@ admin_open(const struct ringmail_config *cfg, const struct admin_sources *src, s
     for (unsigned i = 0; i < ADMIN_MAX_CONNS; i++)
         a->c[i].fd = -1;
     snprintf(a->addr, sizeof(a->addr), hp->v6 ? "[%s]:%u" : "%s:%u", hp->host, (unsigned)hp->port);
-    if (cfg->admin_token_file[0] != '\0' && read_token(a, cfg->admin_token_file, err, errlen) < 0)
+    if (cfg->admin_token_file[0] != '\0' &&
+        read_token(a->token, &a->token_len, cfg->admin_token_file, err, errlen) < 0)
         goto fail;
     if (hostport_sockaddr(hp, &ss, &sl) < 0) {
         snprintf(err, errlen, "key 'admin_listen': %s: not an IP address (names are not resolved)",
@@ -270,8 +272,8 @@ fail:
 int
 admin_reload(struct admin *a, const struct ringmail_config *cfg)
 {
-    struct admin tmp;
-    char err[CONFIG_ERR_MAX];
+    char token[ADMIN_TOKEN_MAX], err[CONFIG_ERR_MAX];
+    size_t len = 0;
 
     if (a == NULL)
         return 0;
@@ -281,19 +283,17 @@ admin_reload(struct admin *a, const struct ringmail_config *cfg)
                               "is empty in this configuration; the token in service stays\"");
         return 0;
     }
-    tmp.token_len = 0;
-    if (read_token(&tmp, cfg->admin_token_file, err, sizeof(err)) < 0) {
+    if (read_token(token, &len, cfg->admin_token_file, err, sizeof(err)) < 0) {
         log_msg(LOG_ERR,
                 "event=reload what=admin_token result=refused error=\"%s\" note=\"the token in "
                 "service stays\"",
                 err);
-        explicit_bzero(tmp.token, sizeof(tmp.token));
         return -1;
     }
     explicit_bzero(a->token, sizeof(a->token));
-    memcpy(a->token, tmp.token, tmp.token_len);
-    a->token_len = tmp.token_len;
-    explicit_bzero(tmp.token, sizeof(tmp.token));
+    memcpy(a->token, token, len);
+    a->token_len = len;
+    explicit_bzero(token, sizeof(token));
     log_msg(LOG_INFO, "event=reload what=admin_token result=ok file=%s", cfg->admin_token_file);
     return 0;
 }
