@@ -281,12 +281,15 @@ queue_ctl_start(const struct ringmail_config *cfg, const struct spool_index *idx
     uint64_t *ids = NULL;
     size_t n = 0, cap = 0, stale = 0;
     struct dirent *de;
-    DIR *d;
-    int rc = 0;
+    DIR *d = NULL;
+    int rc;
 
-    if (hold_path(cfg, 0, dir, sizeof(dir)) < 0 || mkdir_p(dir, 0700) < 0 ||
-        (d = opendir(dir)) == NULL) {
-        rc = errno != 0 ? -errno : -ENAMETOOLONG;
+    rc = hold_path(cfg, 0, dir, sizeof(dir));
+    if (rc == 0)
+        rc = mkdir_p(dir, 0700);
+    if (rc == 0 && (d = opendir(dir)) == NULL)
+        rc = -errno;
+    if (rc < 0) {
         log_msg(LOG_ERR, "event=fatal what=hold dir=%s error=\"%s\"", dir, strerror(-rc));
         return rc;
     }
@@ -761,6 +764,8 @@ route(struct ctx *c, struct slice method, struct slice target, struct answer *a)
                           "/queue/{flush,hold,release,delete}");
     qid_format(id, qtext);
     if (slash == NULL) {
+        if (is(method, "GET") && (qfilter_narrows(&f) || f.limit != QFILTER_LIMIT_DEFAULT))
+            return error_json(a, 400, "GET /queue/QID takes body= only");
         if (is(method, "GET"))
             return do_show(c, id, &f, a);
         if (is(method, "DELETE"))

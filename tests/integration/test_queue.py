@@ -272,6 +272,21 @@ def t_queue(r):
     d = rmtest.wait_until(lambda: get(srv, "/queue?sender=erin")[2]["count"] == 1 and
                           get(srv, "/queue?sender=erin")[2], 20, 0.2)
     q6 = d["messages"][0]["qid"] if d else None
+    st, _, d = get(srv, "/queue/hold?sender=erin", method="POST")
+    r.check("filtered hold", st == 200 and d["messages"] == 1 and d["deliveries"] == 1, (st, d))
+    r.check("filtered hold: marker", os.path.exists(os.path.join(srv.spool, "hold", q6)))
+    r.eq("filtered hold: held", get(srv, "/queue/" + q6)[2]["held"], True)
+    st, _, d = get(srv, "/queue/release?sender=erin", method="POST")
+    r.check("filtered release", st == 200 and d["messages"] == 1, (st, d))
+    r.eq("filtered release: not held", get(srv, "/queue/" + q6)[2]["held"], False)
+    r.check("released: tried again, deferred again", rmtest.wait_until(
+        lambda: get(srv, "/queue/" + q6)[2]["recipients"][0]["attempts"] == 2 and
+        get(srv, "/queue/" + q6)[2]["recipients"][0]["state"] == "deferred", 20, 0.1))
+    r.eq("filtered hold selecting nothing", get(srv, "/queue/hold?sender=nobody",
+                                                 method="POST")[2]["messages"], 0)
+    r.eq("GET /queue/QID with a filter: 400", get(srv, "/queue/%s?domain=x" % q6)[0], 400)
+    r.eq("an action on one message with a filter: 400",
+         get(srv, "/queue/%s/hold?sender=x" % q6, method="POST")[0], 400)
     rc, out, err = cli(srv, "hold", q6)
     r.eq("queue hold: exit 0", (rc, out.strip()), (0, "hold: %s: 1 delivery" % q6))
     st, _, d = get(srv, "/queue/" + q6, method="DELETE")
