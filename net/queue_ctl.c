@@ -71,6 +71,12 @@ jb_raw(struct jbuf *b, const char *s, size_t n)
     }
 }
 
+static void
+jb_lit(struct jbuf *b, const char *s)
+{
+    jb_raw(b, s, strlen(s));
+}
+
 static void jb_printf(struct jbuf *b, const char *fmt, ...) PRINTF(2, 3);
 
 static void
@@ -339,6 +345,8 @@ queue_ctl_start(const struct ringmail_config *cfg, const struct spool_index *idx
     return 0;
 }
 
+static int spool_list(struct ctx *c, const struct qfilter *f, uint64_t id, struct answer *a);
+
 /* ---- the list ---- */
 
 struct ent {
@@ -435,6 +443,8 @@ do_list(struct ctx *c, const struct qfilter *f, struct answer *a)
     struct ent *e;
     bool truncated;
 
+    if (c->cfg->delivery == DELIVERY_HOLD)
+        return spool_list(c, f, 0, a);
     if (ask(c, &rq, a, &sum) != 0)
         return a->status;
     e = collect(c, &n);
@@ -511,6 +521,14 @@ do_show(struct ctx *c, uint64_t id, const struct qfilter *f, struct answer *a)
     struct ent *e;
 
     qfilter_init(&rq.filter);
+    if (c->cfg->delivery == DELIVERY_HOLD) {
+        if (spool_list(c, f, id, a) != 200)
+            return a->status;
+        if (f->body && body_json(c, id, a) != 0)
+            return a->status;
+        jb_raw(&a->b, "}\n", 2);
+        return 200;
+    }
     if (ask(c, &rq, a, &sum) != 0)
         return a->status;
     qid_format(id, qid);
@@ -526,6 +544,96 @@ do_show(struct ctx *c, uint64_t id, const struct qfilter *f, struct answer *a)
     if (f->body && body_json(c, id, a) != 0)
         return a->status;
     jb_raw(&a->b, "}\n", 2);
+    a->status = 200;
+    return 200;
+}
+
+/* ---- delivery: hold: the spool is the queue ---- */
+
+/*
+ * With `delivery: hold` nothing reaches the workers: the list and the
+ * messages come from the spool (recovery's scan, on the main thread), every
+ * recipient "waiting", no attempt made. id != 0: that message only.
+ */
+static int
+spool_list(struct ctx *c, const struct qfilter *f, uint64_t id, struct answer *a)
+{
+    struct spool_index idx = { 0 };
+    uint64_t now = clock_wall_ms();
+    size_t shown = 0;
+    bool truncated = false;
+    int rc = spool_recover(c->cfg->spool_dir, &idx, no_log, NULL);
+
+    if (rc < 0)
+        return error_json(a, 500, "the spool cannot be read: %s", strerror(-rc));
+    if (id == 0)
+        jb_raw(&a->b, "{\"messages\":[", 13);
+    for (size_t i = 0; i < idx.nmsg; i++) {
+        const struct spool_msg *m = &idx.msg[i];
+        const struct envelope *e = &m->env;
+        uint64_t arrival_ms = e->arrival * 1000;
+        struct slice v = env_get(e, e->sender);
+        bool first = true;
+
+        if (id != 0 && e->id != id)
+            continue;
+        if (id == 0 && (!(f->states & QSTATE_WAITING) || !qfilter_sender_match(f, v) ||
+                        !qfilter_age_match(f, now > arrival_ms ? now - arrival_ms : 0)))
+            continue;
+        if (id == 0) {
+            bool any = false;
+
+            for (uint32_t k = 0; k < e->nrcpt && !any; k++)
+                any = !(m->rcpt_done && m->rcpt_done[k]) &&
+                      qfilter_domain_match(f, env_get(e, e->rcpt[k].addr));
+            if (!any)
+                continue;
+            if (shown == f->limit) {
+                truncated = true;
+                break;
+            }
+            if (shown > 0)
+                jb_raw(&a->b, ",", 1);
+        }
+        jb_printf(&a->b,
+                  "{\"qid\":\"%s\",\"arrival_time\":%" PRIu64 ".000,\"size\":%" PRIu64
+                  ",\"sender\":",
+                  e->qid, e->arrival, e->body_len);
+        jb_str(&a->b, v.p, v.len);
+        v = env_get(e, e->client);
+        jb_raw(&a->b, ",\"client\":", 10);
+        jb_str(&a->b, v.p, v.len);
+        v = env_get(e, e->helo);
+        jb_raw(&a->b, ",\"helo\":", 8);
+        jb_str(&a->b, v.p, v.len);
+        jb_printf(&a->b, ",\"age\":%" PRIu64 ",\"held\":false,\"recipients\":[",
+                  now > arrival_ms ? (now - arrival_ms) / 1000 : 0);
+        for (uint32_t k = 0; k < e->nrcpt; k++) {
+            v = env_get(e, e->rcpt[k].addr);
+            if ((m->rcpt_done && m->rcpt_done[k]) || (id == 0 && !qfilter_domain_match(f, v)))
+                continue;
+            jb_lit(&a->b, first ? "{\"address\":" : ",{\"address\":");
+            first = false;
+            jb_str(&a->b, v.p, v.len);
+            jb_lit(&a->b, ",\"state\":\"waiting\",\"attempts\":0,\"next_attempt\":null,"
+                          "\"last_reply\":null}");
+        }
+        jb_raw(&a->b, "]", 1);
+        if (id != 0)
+            break;
+        jb_raw(&a->b, "}", 1);
+        shown++;
+    }
+    spool_index_free(&idx);
+    if (id == 0) {
+        jb_printf(&a->b, "],\"count\":%zu,\"truncated\":%s}\n", shown,
+                  truncated ? "true" : "false");
+    } else if (a->b.len == 0) {
+        char qid[QID_LEN + 1];
+
+        qid_format(id, qid);
+        return error_json(a, 404, "%s is not in the queue", qid);
+    }
     a->status = 200;
     return 200;
 }
@@ -556,6 +664,11 @@ act_one(struct ctx *c, enum action act, uint64_t id, struct tally *t, struct ans
 
     qfilter_init(&rq.filter);
     qid_format(id, qid);
+    if (c->cfg->delivery == DELIVERY_HOLD)
+        return error_json(a, 409,
+                          "delivery is hold in the configuration: nothing is delivered, so "
+                          "there is nothing to %s",
+                          act_name[act]);
     switch (act) {
     case ACT_FLUSH:
         rq.op = WORKER_CTL_FLUSH;
@@ -653,6 +766,11 @@ act_filtered(struct ctx *c, enum action act, const struct qfilter *f, struct sli
     struct ent *e;
 
     log_escape(q, sizeof(q), query.p, query.len);
+    if (c->cfg->delivery == DELIVERY_HOLD)
+        return error_json(a, 409,
+                          "delivery is hold in the configuration: nothing is delivered, so "
+                          "there is nothing to %s",
+                          act_name[act]);
     if (act == ACT_FLUSH) {
         struct worker_ans s;
 

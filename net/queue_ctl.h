@@ -30,8 +30,9 @@
  * buffer when asked (worker_control_send()/worker_control_wait(),
  * net/worker.h); the main thread never reads worker memory without that
  * handshake. A message is listed from the moment its deliveries reach a
- * worker; with `delivery: hold` (nothing is handed to the workers) the list
- * is empty and `ringmail queue list` reads the spool instead.
+ * worker. With `delivery: hold` (nothing is handed to the workers) the list
+ * and the messages come from the spool (recovery's scan on the main thread,
+ * every recipient "waiting"), and the actions answer 409.
  *
  * Hold: a marker file spool_dir/hold/QID (written and fsync'd, folder
  * included, before the workers are told) makes the hold survive a restart:

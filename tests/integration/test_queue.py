@@ -345,5 +345,41 @@ def t_token(r):
     r.eq("stop: exit 0", srv.stop(), 0)
 
 
+def t_delivery_hold(r):
+    """delivery: hold: nothing reaches the workers; /queue reads the spool."""
+    admin_port = rmtest.free_port()
+    srv = rmtest.Server(name="queue-hold", hold=True, opts={
+        "admin_listen": "%s:%d" % (rmtest.LOOPBACK, admin_port),
+        "reactors": "1", "workers": "1"}).start()
+    srv.admin_port = admin_port
+    send(srv.port, "alice@example.org", ["a@one.example", "b@two.example"], "h1")
+    send(srv.port, "bob@example.org", ["c@two.example"], "h2")
+    d = rmtest.wait_until(lambda: get(srv, "/queue")[2]["count"] == 2 and get(srv, "/queue")[2],
+                          20, 0.1)
+    r.check("delivery: hold: the spool is listed", d and all(
+        rc["state"] == "waiting" and rc["attempts"] == 0
+        for m in d["messages"] for rc in m["recipients"]), d)
+    if not d:
+        return
+    q1 = [m["qid"] for m in d["messages"] if m["sender"] == "alice@example.org"][0]
+    st, _, x = get(srv, "/queue?domain=two.example&sender=alice")
+    r.check("delivery: hold: filters", st == 200 and x["count"] == 1 and
+            [rc["address"] for rc in x["messages"][0]["recipients"]] == ["b@two.example"],
+            (st, x))
+    r.eq("delivery: hold: limit", get(srv, "/queue?limit=1")[2]["truncated"], True)
+    st, _, x = get(srv, "/queue/%s?body=1" % q1)
+    r.check("delivery: hold: one message with its body", st == 200 and x["qid"] == q1 and
+            "Subject: h1" in x["body"] and len(x["recipients"]) == 2, (st, x))
+    r.eq("delivery: hold: unknown 404", get(srv, "/queue/00000000000000AA")[0], 404)
+    st, _, x = get(srv, "/queue/%s/hold" % q1, method="POST")
+    r.check("delivery: hold: actions 409", st == 409 and "delivery is hold" in x["error"],
+            (st, x))
+    rc, out, err = cli(srv, "list")
+    q = rmtest.Queue(out, rc, err)
+    r.check("delivery: hold: queue list online", rc == 0 and len(q) == 2 and err == "",
+            (rc, out, err))
+    r.eq("stop: exit 0", srv.stop(), 0)
+
+
 if __name__ == "__main__":
-    rmtest.main([t_queue, t_token])
+    rmtest.main([t_queue, t_token, t_delivery_hold])
