@@ -96,14 +96,21 @@ jb_printf(struct jbuf *b, const char *fmt, ...)
     jb_raw(b, tmp, (size_t)n);
 }
 
-/* A JSON string, quotes included. */
+/* A JSON string, quotes included; escaped 64 KiB at a time (never splitting a UTF-8
+   sequence), each piece with room for its worst case, 6 octets out per octet in. */
 static void
 jb_str(struct jbuf *b, const char *s, size_t n)
 {
     jb_raw(b, "\"", 1);
-    /* at most 6 octets out per octet in */
-    if (jb_room(b, n * 6 + 1) && !json_escape(b->p, b->cap, &b->len, s, n))
-        b->bad = true;
+    for (size_t off = 0; off < n && !b->bad;) {
+        size_t end = MIN(n, off + 65536);
+
+        for (int k = 0; k < 3 && end < n && end > off + 1 && (s[end] & 0xc0) == 0x80; k++)
+            end--;
+        if (jb_room(b, (end - off) * 6) && !json_escape(b->p, b->cap, &b->len, s + off, end - off))
+            b->bad = true;
+        off = end;
+    }
     jb_raw(b, "\"", 1);
 }
 

@@ -378,6 +378,23 @@ def t_delivery_hold(r):
     q = rmtest.Queue(out, rc, err)
     r.check("delivery: hold: queue list online", rc == 0 and len(q) == 2 and err == "",
             (rc, out, err))
+    # a large body (3 MB of text lines, UTF-8 included) comes back whole
+    line = "0123456789 abcdefghij \u00e9\u20ac ABCDEFGHIJ 0123456789 xyz\r\n"
+    big = line * (3 * 1024 * 1024 // len(line.encode()))
+    s = smtplib.SMTP(rmtest.LOOPBACK, srv.port, timeout=60)
+    s.sendmail("carol@example.org", ["d@one.example"],
+               ("Subject: big\r\n\r\n" + big).encode())
+    s.quit()
+    d = rmtest.wait_until(lambda: get(srv, "/queue?sender=carol")[2]["count"] == 1 and
+                          get(srv, "/queue?sender=carol")[2], 20, 0.1)
+    qb = d["messages"][0]["qid"]
+    st, _, x = get(srv, "/queue/%s?body=1" % qb)
+    r.check("a 3 MB body, whole", st == 200 and not x["body_truncated"] and
+            x["body"].endswith(big) and len(x["body"].encode()) == x["size"],
+            (st, x and len(x.get("body", "")), x and x.get("size")))
+    rc, out, err = cli(srv, "show", qb)
+    r.check("queue show of the 3 MB message", rc == 0 and big.replace("\r\n", "\n")
+            in out.replace("\r\n", "\n"), (rc, len(out), err))
     r.eq("stop: exit 0", srv.stop(), 0)
 
 
