@@ -95,7 +95,7 @@ request(const struct ringmail_config *cfg, const char *method, const char *path,
     struct timeval tv = { CMD_TIMEOUT_S, 0 };
     struct sockaddr_storage ss;
     socklen_t sl;
-    char *req = NULL;
+    char *req = NULL, *spool = realpath(cfg->spool_dir, NULL);
     size_t cap = 65536;
     int fd, rc, n;
 
@@ -106,12 +106,15 @@ request(const struct ringmail_config *cfg, const char *method, const char *path,
         snprintf(hp.host, sizeof(hp.host), "::1");
     if (hostport_sockaddr(&hp, &ss, &sl) < 0) {
         snprintf(why, whylen, "admin_listen %s is not an IP address", hp.host);
+        free(spool);
         return -EINVAL;
     }
     fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd == -1) {
-        snprintf(why, whylen, "socket: %s", strerror(errno));
-        return -errno;
+        rc = -errno;
+        snprintf(why, whylen, "socket: %s", strerror(-rc));
+        free(spool);
+        return rc;
     }
     /* SO_SNDTIMEO bounds connect() too (Linux) */
     (void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
@@ -121,13 +124,15 @@ request(const struct ringmail_config *cfg, const char *method, const char *path,
         snprintf(why, whylen, "nothing answers on admin_listen %s%s%s:%u: %s", hp.v6 ? "[" : "",
                  hp.host, hp.v6 ? "]" : "", (unsigned)hp.port, strerror(-rc));
         close(fd);
+        free(spool);
         return rc;
     }
     n = asprintf(&req,
                  "%s %s HTTP/1.1\r\nHost: ringmail\r\nUser-Agent: ringmail-queue\r\n"
                  "Ringmail-Spool-Dir: %s\r\n%s%s%sContent-Length: 0\r\nConnection: close\r\n\r\n",
-                 method, path, cfg->spool_dir, token ? "Authorization: Bearer " : "",
-                 token ? token : "", token ? "\r\n" : "");
+                 method, path, spool != NULL ? spool : cfg->spool_dir,
+                 token ? "Authorization: Bearer " : "", token ? token : "", token ? "\r\n" : "");
+    free(spool);
     if (n < 0) {
         close(fd);
         snprintf(why, whylen, "out of memory");
@@ -510,7 +515,7 @@ queue_cmd(int argc, char **argv, const char *file, char **ov_in, int nov_in)
     if (load(&cfg, file, ov, nov) < 0)
         return 1;
     if (cfg.admin_listen.port == 0) {
-        if (!offline_ok) {
+        if (!offline_ok || json) {
             fprintf(stderr,
                     "ringmail: queue %s: admin_listen is off: a running ringmail is reached "
                     "through its admin endpoint only\n",
@@ -546,8 +551,9 @@ queue_cmd(int argc, char **argv, const char *file, char **ov_in, int nov_in)
         rc = -EXDEV;
     }
     if (rc < 0) {
-        if (!offline_ok || rc == -EPROTO) {
-            fprintf(stderr, "ringmail: queue %s: %s\n", sub, why);
+        if (!offline_ok || json) {
+            fprintf(stderr, "ringmail: queue %s: %s%s\n", sub, why,
+                    offline_ok ? " (--json needs the running instance)" : "");
             return 1;
         }
         fprintf(stderr,

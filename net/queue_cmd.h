@@ -17,7 +17,9 @@
  *
  * When admin_listen is empty, nothing listens there, or the instance there
  * has another spool, `list` and `show` read the spool offline as before (and
- * say so on stderr: no delivery state then); the other commands fail (exit 1).
+ * say so on stderr: no delivery state then; not with --json); the other
+ * commands fail (exit 1). The spool_dir sent is its realpath(), so a
+ * relative one matches from any working directory.
  * Exit: 0 done, 1 failed (the endpoint's error on stderr), 2 usage.
  */
 #ifndef RINGMAIL_NET_QUEUE_CMD_H
