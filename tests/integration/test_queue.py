@@ -63,6 +63,8 @@ def cli(srv, *args, spool=None, admin=None, extra=()):
 def sink_subjects(sink):
     out = []
     for d in sink.dumps():
+        if d.get("data") is None:
+            continue  # a transaction in progress: its dump file is not whole yet
         for line in d["data"].decode("utf-8", "replace").splitlines():
             if line.startswith("Subject: "):
                 out.append(line[9:].strip())
