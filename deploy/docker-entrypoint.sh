@@ -21,7 +21,7 @@
 # Arguments:
 #   (none), or options first (-o KEY=VALUE, -t, -v...)   run ringmail with them
 #   ringmail [options]                                    the same
-#   queue list|show|flush|delete ...                      ringmail's queue commands,
+#   queue list|show|flush|hold|release|delete ...        ringmail's queue commands,
 #                                                         with the same -c and -o
 #   anything else (sh, bash...)                           exec'd as it is
 #

@@ -38,6 +38,7 @@
 #include "core/compiler.h"
 #include "core/http.h"
 #include "core/log.h"
+#include "net/queue_ctl.h"
 #include "net/reactor.h"
 #include "net/util.h"
 #include "net/worker.h"
@@ -155,7 +156,8 @@ is_loopback(const struct sockaddr_storage *ss)
 
 /* The token: the file's content without trailing blanks and newlines. 0 or -1 with err. */
 static int
-read_token(struct admin *a, const char *path, char *err, size_t errlen)
+read_token(char token[ADMIN_TOKEN_MAX], size_t *token_len, const char *path, char *err,
+           size_t errlen)
 {
     char buf[ADMIN_TOKEN_MAX + 1];
     size_t len = 0;
@@ -202,8 +204,8 @@ read_token(struct admin *a, const char *path, char *err, size_t errlen)
             return -1;
         }
     }
-    memcpy(a->token, buf, len);
-    a->token_len = len;
+    memcpy(token, buf, len);
+    *token_len = len;
     explicit_bzero(buf, sizeof(buf));
     return 0;
 }
@@ -232,7 +234,8 @@ admin_open(const struct ringmail_config *cfg, const struct admin_sources *src, s
     for (unsigned i = 0; i < ADMIN_MAX_CONNS; i++)
         a->c[i].fd = -1;
     snprintf(a->addr, sizeof(a->addr), hp->v6 ? "[%s]:%u" : "%s:%u", hp->host, (unsigned)hp->port);
-    if (cfg->admin_token_file[0] != '\0' && read_token(a, cfg->admin_token_file, err, errlen) < 0)
+    if (cfg->admin_token_file[0] != '\0' &&
+        read_token(a->token, &a->token_len, cfg->admin_token_file, err, errlen) < 0)
         goto fail;
     if (hostport_sockaddr(hp, &ss, &sl) < 0) {
         snprintf(err, errlen, "key 'admin_listen': %s: not an IP address (names are not resolved)",
@@ -253,7 +256,7 @@ admin_open(const struct ringmail_config *cfg, const struct admin_sources *src, s
     if (a->token_len == 0 && !is_loopback(&ss))
         log_msg(LOG_WARN,
                 "event=config key=admin_listen addr=%s note=\"not a loopback address and no "
-                "admin_token_file: whoever can reach it reads the metrics\"",
+                "admin_token_file: whoever can reach it reads the metrics and controls the queue\"",
                 a->addr);
     *out = a;
     return 0;
@@ -264,6 +267,35 @@ fail:
     explicit_bzero(a->token, sizeof(a->token));
     free(a);
     return -1;
+}
+
+int
+admin_reload(struct admin *a, const struct ringmail_config *cfg)
+{
+    char token[ADMIN_TOKEN_MAX], err[CONFIG_ERR_MAX];
+    size_t len = 0;
+
+    if (a == NULL)
+        return 0;
+    if (cfg->admin_token_file[0] == '\0') {
+        if (a->token_len > 0)
+            log_msg(LOG_WARN, "event=reload what=admin_token result=kept note=\"admin_token_file "
+                              "is empty in this configuration; the token in service stays\"");
+        return 0;
+    }
+    if (read_token(token, &len, cfg->admin_token_file, err, sizeof(err)) < 0) {
+        log_msg(LOG_ERR,
+                "event=reload what=admin_token result=refused error=\"%s\" note=\"the token in "
+                "service stays\"",
+                err);
+        return -1;
+    }
+    explicit_bzero(a->token, sizeof(a->token));
+    memcpy(a->token, token, len);
+    a->token_len = len;
+    explicit_bzero(token, sizeof(token));
+    log_msg(LOG_INFO, "event=reload what=admin_token result=ok file=%s", cfg->admin_token_file);
+    return 0;
 }
 
 static void
@@ -540,6 +572,10 @@ status_text(int status)
         return "Not Found";
     case 405:
         return "Method Not Allowed";
+    case 409:
+        return "Conflict";
+    case 421:
+        return "Misdirected Request";
     case 431:
         return "Request Header Fields Too Large";
     case 500:
@@ -609,6 +645,23 @@ serve(struct admin *a, struct aconn *c, const struct http_request *req)
                      "a bearer token is required\n");
         return;
     }
+    if (path.len >= 6 && memcmp(path.p, "/queue", 6) == 0 && (path.len == 6 || path.p[6] == '/')) {
+        /* queue control: JSON, any method the path takes (net/queue_ctl.c) */
+        const char *allow;
+        char *body, hdr[64] = "";
+        size_t blen;
+        int st = queue_ctl_http(a->cfg, a->src.workers, a->src.nworkers, req, &body, &blen, &allow);
+
+        if (body == NULL) {
+            respond_text(a, c, 500, NULL, "out of memory\n");
+            return;
+        }
+        if (allow != NULL)
+            snprintf(hdr, sizeof(hdr), "Allow: %s\r\n", allow);
+        respond(a, c, st, hdr, "application/json", body, blen);
+        free(body);
+        return;
+    }
     if (!slice_is(req->method, "GET")) {
         respond_text(a, c, 405, "Allow: GET\r\n", "only GET is served\n");
         return;
@@ -632,7 +685,8 @@ serve(struct admin *a, struct aconn *c, const struct http_request *req)
             respond(a, c, 200, NULL, "text/plain; version=0.0.4; charset=utf-8", o.p, o.len);
         free(o.p);
     } else {
-        respond_text(a, c, 404, NULL, "not found: /healthz, /readyz and /metrics are served\n");
+        respond_text(a, c, 404, NULL,
+                     "not found: /healthz, /readyz, /metrics and /queue are served\n");
     }
 }
 

@@ -1,10 +1,11 @@
 /*
- * admin.h: the admin HTTP endpoint (`admin_listen`): /healthz, /readyz and
- * /metrics (Prometheus text format 0.0.4), served by the main thread.
+ * admin.h: the admin HTTP endpoint (`admin_listen`): /healthz, /readyz,
+ * /metrics (Prometheus text format 0.0.4) and queue control under /queue
+ * (JSON, net/queue_ctl.h), served by the main thread.
  *
  * The main thread binds it at start-up (before the privilege drop, as the
  * SMTP listeners), then puts its descriptors in the poll loop it already runs
- * for the signalfd and the control socket: admin_poll_fds() before poll(),
+ * for the signalfd: admin_poll_fds() before poll(),
  * admin_handle() after it. Every socket is non-blocking and every connection
  * has a deadline, so a slow or silent client never holds the main thread:
  * at most ADMIN_MAX_CONNS connections at once, each closed after one
@@ -59,6 +60,18 @@ struct admin_sources {
  */
 int admin_open(const struct ringmail_config *cfg, const struct admin_sources *src,
                struct admin **out, char *err, size_t errlen);
+
+/*
+ * SIGHUP (main thread): read admin_token_file again. A file that cannot be
+ * read or holds no valid token keeps the token in service (logged
+ * event=reload what=admin_token result=refused, and -1); a good one
+ * replaces it (result=ok, 0). An empty admin_token_file in cfg keeps the
+ * current token: turning the token on or off needs a restart. The file's
+ * path is cfg's (the configuration in service; pass the one admin_open()
+ * got). NULL a is fine (0). Not wired to SIGHUP by this module: net/main.c's
+ * signal handling calls it.
+ */
+int admin_reload(struct admin *a, const struct ringmail_config *cfg);
 
 /* Close the listening socket and every connection, free a. NULL is fine. Main thread. */
 void admin_close(struct admin *a);

@@ -3,9 +3,9 @@
  *
  *   ringmail [-c FILE] [-o KEY=VALUE]...       run
  *   ringmail -t [-c FILE] [-o KEY=VALUE]...    check the configuration
- *   ringmail queue list [-c FILE] [-o ...]     list the spool, as postqueue -p
- *   ringmail queue show ID                     one message's envelope and content
- *   ringmail queue flush | delete ID           act on a running ringmail (control socket)
+ *   ringmail queue list|show ID|flush [ID]|delete ID|hold ID|release ID [--json]
+ *                                              the running ringmail's queue, through its
+ *                                              admin endpoint (net/queue_cmd.c)
  *   ringmail --version
  *
  * Thread affinity: the main thread. It loads the configuration, recovers the
@@ -26,7 +26,6 @@
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -43,6 +42,8 @@
 #include "core/route.h"
 #include "net/admin.h"
 #include "net/auth.h"
+#include "net/queue_cmd.h"
+#include "net/queue_ctl.h"
 #include "net/reactor.h"
 #include "net/reload.h"
 #include "net/snapshot.h"
@@ -74,8 +75,9 @@ static void
 usage(FILE *out)
 {
     fprintf(out, "usage: ringmail [-t] [-c FILE] [-o KEY=VALUE]...\n"
-                 "       ringmail queue list|flush [-c FILE] [-o KEY=VALUE]...\n"
-                 "       ringmail queue show|delete [-c FILE] [-o KEY=VALUE]... ID\n"
+                 "       ringmail queue list|flush [-c FILE] [-o KEY=VALUE]... [--json]\n"
+                 "       ringmail queue show|flush|delete|hold|release [-c FILE] [-o "
+                 "KEY=VALUE]... [--json] ID\n"
                  "       ringmail --version\n"
                  "\n"
                  "  -c FILE        configuration file (YAML); built-in defaults without it\n"
@@ -134,102 +136,6 @@ recovery_log(void *arg, const char *line)
     log_msg(LOG_WARN, "event=recovery %s", line);
 }
 
-static int ctl_request(const char *spool_dir, const char *req, char *ans, size_t cap);
-
-/* `ringmail queue show ID`: the envelope and the stored message, from the spool. */
-static int
-queue_show(const struct spool_index *idx, const char *dir, const char *qid)
-{
-    uint64_t id;
-
-    if (!qid_parse(qid, &id)) {
-        fprintf(stderr, "ringmail: queue show: '%s' is not a queue id\n", qid);
-        return 2;
-    }
-    for (size_t i = 0; i < idx->nmsg; i++) {
-        const struct spool_msg *m = &idx->msg[i];
-        const struct envelope *e = &m->env;
-        struct slice v;
-        char *body;
-        size_t len;
-
-        if (e->id != id)
-            continue;
-        v = env_get(e, e->sender);
-        printf("*** ENVELOPE RECORDS %s ***\n", e->qid);
-        printf("message_size: %" PRIu64 "\narrival_time: %" PRIu64 "\n", e->body_len, e->arrival);
-        v = env_get(e, e->client);
-        printf("client_address: %.*s\n", (int)v.len, v.p);
-        v = env_get(e, e->helo);
-        printf("helo_name: %.*s\n", (int)v.len, v.p);
-        v = env_get(e, e->sender);
-        printf("sender: %.*s\n", (int)v.len, v.p);
-        for (uint32_t k = 0; k < e->nrcpt; k++) {
-            v = env_get(e, e->rcpt[k].addr);
-            printf("%s: %.*s\n", m->rcpt_done && m->rcpt_done[k] ? "done_recipient" : "recipient",
-                   (int)v.len, v.p);
-        }
-        if (spool_read_body(dir, m, &body, &len) < 0) {
-            fprintf(stderr, "ringmail: queue show: %s: the body cannot be read\n", qid);
-            return 1;
-        }
-        printf("*** MESSAGE CONTENTS %s ***\n", e->qid);
-        fwrite(body, 1, len, stdout);
-        printf("*** END OF MESSAGE %s ***\n", e->qid);
-        free(body);
-        return 0;
-    }
-    fprintf(stderr, "ringmail: queue show: %s is not in the queue\n", qid);
-    return 1;
-}
-
-static int
-cmd_queue(int argc, char **argv, const char *file, char **ov, int nov)
-{
-    struct ringmail_config cfg;
-    struct spool_index idx = { 0 };
-    const char *sub = argc >= 1 ? argv[0] : "";
-    char ans[256], req[64];
-    int rc;
-
-    if (strcmp(sub, "list") != 0 && strcmp(sub, "show") != 0 && strcmp(sub, "flush") != 0 &&
-        strcmp(sub, "delete") != 0) {
-        fprintf(stderr, "ringmail: queue: unknown command '%s' (list, show ID, flush, delete ID)\n",
-                sub);
-        return 2;
-    }
-    if ((strcmp(sub, "show") == 0 || strcmp(sub, "delete") == 0) && optind >= argc) {
-        fprintf(stderr, "ringmail: queue %s: a queue id is needed\n", sub);
-        return 2;
-    }
-    if (load_config(&cfg, file, ov, nov) != 0)
-        return 1;
-    if (strcmp(sub, "flush") == 0 || strcmp(sub, "delete") == 0) {
-        /* these change a running ringmail's queue: they go through its control socket */
-        snprintf(req, sizeof(req), "%s%s%s\n", sub, strcmp(sub, "delete") == 0 ? " " : "",
-                 strcmp(sub, "delete") == 0 ? argv[optind] : "");
-        rc = ctl_request(cfg.spool_dir, req, ans, sizeof(ans));
-        if (rc < 0) {
-            fprintf(stderr, "ringmail: queue %s: no running ringmail on %s/ringmail.ctl: %s\n", sub,
-                    cfg.spool_dir, strerror(-rc));
-            return 1;
-        }
-        fputs(ans, strncmp(ans, "ok", 2) == 0 ? stdout : stderr);
-        return strncmp(ans, "ok", 2) == 0 ? 0 : 1;
-    }
-    rc = spool_recover(cfg.spool_dir, &idx, recovery_log, NULL);
-    if (rc < 0) {
-        fprintf(stderr, "ringmail: spool %s: %s\n", cfg.spool_dir, strerror(-rc));
-        return 1;
-    }
-    if (strcmp(sub, "show") == 0)
-        rc = queue_show(&idx, cfg.spool_dir, argv[optind]);
-    else
-        spool_print_queue(&idx, stdout);
-    spool_index_free(&idx);
-    return rc;
-}
-
 static void
 raise_nofile(unsigned want)
 {
@@ -241,120 +147,6 @@ raise_nofile(unsigned want)
         rl.rlim_cur = MIN(rl.rlim_max, (rlim_t)want + 64);
         (void)setrlimit(RLIMIT_NOFILE, &rl);
     }
-}
-
-/* The control socket, served by the main thread: `ringmail queue flush|delete` talk to it. */
-static int
-ctl_path(const char *spool_dir, struct sockaddr_un *sun)
-{
-    int n;
-
-    memset(sun, 0, sizeof(*sun));
-    sun->sun_family = AF_UNIX;
-    n = snprintf(sun->sun_path, sizeof(sun->sun_path), "%s/ringmail.ctl", spool_dir);
-    return n < 0 || (size_t)n >= sizeof(sun->sun_path) ? -ENAMETOOLONG : 0;
-}
-
-static int
-ctl_listen(const char *spool_dir)
-{
-    struct sockaddr_un sun;
-    int fd;
-
-    if (ctl_path(spool_dir, &sun) < 0)
-        return -ENAMETOOLONG;
-    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd == -1)
-        return -errno;
-    (void)unlink(sun.sun_path);
-    if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1 || chmod(sun.sun_path, 0600) == -1 ||
-        listen(fd, 16) == -1) {
-        int rc = -errno;
-
-        close(fd);
-        return rc;
-    }
-    return fd;
-}
-
-/* One request: "flush" or "delete QID"; the answer is one line. */
-static void
-ctl_serve(int lfd, struct worker *workers, unsigned nw)
-{
-    struct timeval tv = { 1, 0 };
-    char req[128], ans[256], qid[QID_LEN + 1];
-    unsigned total = 0, res = 0;
-    uint64_t id = 0;
-    ssize_t n;
-    int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC), rc = 0;
-
-    if (fd == -1)
-        return;
-    (void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    n = read(fd, req, sizeof(req) - 1);
-    if (n <= 0) {
-        close(fd);
-        return;
-    }
-    req[n] = '\0';
-    req[strcspn(req, "\r\n")] = '\0';
-    if (strcmp(req, "flush") == 0) {
-        for (unsigned i = 0; i < nw && rc == 0; i++) {
-            rc = worker_control(&workers[i], WORKER_CTL_FLUSH, 0, &res);
-            total += res;
-        }
-        snprintf(ans, sizeof(ans), rc == 0 ? "ok %u deliveries retried now\n" : "error timeout\n",
-                 total);
-    } else if (strncmp(req, "delete ", 7) == 0 && qid_parse(req + 7, &id)) {
-        for (unsigned i = 0; i < nw && rc == 0; i++) {
-            rc = worker_control(&workers[i], WORKER_CTL_DELETE, id, &res);
-            total += res;
-        }
-        qid_format(id, qid);
-        if (rc != 0)
-            snprintf(ans, sizeof(ans), "error timeout\n");
-        else if (total == 0)
-            snprintf(ans, sizeof(ans),
-                     "error %s is not waiting in the queue (unknown, or being delivered right "
-                     "now)\n",
-                     qid);
-        else
-            snprintf(ans, sizeof(ans), "ok %s deleted\n", qid);
-        log_msg(LOG_INFO, "event=queue_delete qid=%s deliveries=%u", qid, total);
-    } else {
-        snprintf(ans, sizeof(ans), "error unknown request\n");
-    }
-    if (write(fd, ans, strlen(ans)) == -1)
-        log_msg(LOG_WARN, "event=control_error error=\"%s\"", strerror(errno));
-    close(fd);
-}
-
-/* Client side: send one request to a running ringmail; 0 and its answer, or -errno. */
-static int
-ctl_request(const char *spool_dir, const char *req, char *ans, size_t cap)
-{
-    struct sockaddr_un sun;
-    size_t len = 0;
-    ssize_t n;
-    int fd, rc;
-
-    rc = ctl_path(spool_dir, &sun);
-    if (rc < 0)
-        return rc;
-    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd == -1)
-        return -errno;
-    if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1 ||
-        write(fd, req, strlen(req)) == -1) {
-        rc = -errno;
-        close(fd);
-        return rc;
-    }
-    while (len + 1 < cap && (n = read(fd, ans + len, cap - 1 - len)) > 0)
-        len += (size_t)n;
-    ans[len] = '\0';
-    close(fd);
-    return 0;
 }
 
 /*
@@ -616,11 +408,11 @@ open_added_listeners(struct snapshot *s, const struct ringmail_config *cur, unsi
  * snapshot in service stays; a good one becomes the new snapshot: new
  * sessions and new mail get it, sessions in progress finish under theirs,
  * queued mail is routed again at its next attempt if the routes changed.
- * Certificates and the password file are read again too.
+ * Certificates, the password file and the admin token are read again too.
  */
 static void
 reload_config(const struct reload_src *src, struct snapshot **cur, struct reactor *reactors,
-              unsigned n, struct worker *workers, unsigned nw)
+              unsigned n, struct worker *workers, unsigned nw, struct admin *admin)
 {
     struct ringmail_config *ncfg = malloc(sizeof(*ncfg));
     char err[CONFIG_ERR_MAX] = "";
@@ -656,6 +448,7 @@ reload_config(const struct reload_src *src, struct snapshot **cur, struct reacto
     }
     reload_tls(&s->cfg, reactors, n);
     reload_auth(&s->cfg);
+    (void)admin_reload(admin, &s->cfg); /* the token file: a bad one keeps the token */
     if (reload_publish(reactors, n, workers, nw, s) < 0)
         log_msg(LOG_WARN, "event=reload what=config note=\"a thread was slow to take the new "
                           "configuration; it takes it at its next turn\"");
@@ -679,7 +472,7 @@ run(const struct ringmail_config *cfg, const struct reload_src *rsrc)
     char err[CONFIG_ERR_MAX];
     struct snapshot *snap;
     sigset_t sigs;
-    int rc, sig = 0, sfd, cfd;
+    int rc, sig = 0, sfd;
 
     if (n == 0)
         n = ncpu > 0 ? (unsigned)ncpu : 1;
@@ -770,6 +563,9 @@ run(const struct ringmail_config *cfg, const struct reload_src *rsrc)
             return 1;
         }
     }
+    /* held messages (spool_dir/hold) stay held: the workers know them before they start */
+    if (queue_ctl_start(cfg, &idx, workers, nw) < 0)
+        return 1;
     for (unsigned i = 0; i < n; i++) {
         reactors[i].index = i;
         reactors[i].last_id = idx.max_id;
@@ -834,22 +630,13 @@ run(const struct ringmail_config *cfg, const struct reload_src *rsrc)
             cfg->durability == DURABILITY_FSYNC ? "fsync" : "none");
 
     sfd = signalfd(-1, &sigs, SFD_CLOEXEC);
-    cfd = ctl_listen(cfg->spool_dir);
-    if (cfd < 0)
-        log_msg(LOG_WARN,
-                "event=control_error dir=%s error=\"%s\" note=\"queue flush and delete "
-                "are unavailable\"",
-                cfg->spool_dir, strerror(-cfd));
     for (;;) {
-        struct pollfd pfd[2 + ADMIN_POLLFDS] = { { .fd = sfd, .events = POLLIN },
-                                                 { .fd = cfd, .events = POLLIN } };
+        struct pollfd pfd[1 + ADMIN_POLLFDS] = { { .fd = sfd, .events = POLLIN } };
         struct signalfd_siginfo si;
-        unsigned np = cfd >= 0 ? 2 : 1, na = admin_poll_fds(admin, pfd + np, ADMIN_POLLFDS);
+        unsigned np = 1, na = admin_poll_fds(admin, pfd + np, ADMIN_POLLFDS);
 
         if (poll(pfd, np + na, admin_poll_timeout(admin)) < 0)
             continue;
-        if (cfd >= 0 && (pfd[1].revents & POLLIN))
-            ctl_serve(cfd, workers, nw);
         admin_handle(admin, pfd + np, na); /* after a timeout too: it closes late clients */
         if (!(pfd[0].revents & POLLIN) || read(sfd, &si, sizeof(si)) != (ssize_t)sizeof(si))
             continue;
@@ -858,15 +645,8 @@ run(const struct ringmail_config *cfg, const struct reload_src *rsrc)
             break;
         if (sig == SIGHUP) {
             log_msg(LOG_INFO, "event=sighup note=\"reloading the configuration\"");
-            reload_config(rsrc, &snap, reactors, n, workers, nw);
+            reload_config(rsrc, &snap, reactors, n, workers, nw, admin);
         }
-    }
-    if (cfd >= 0) {
-        struct sockaddr_un sun;
-
-        close(cfd);
-        if (ctl_path(cfg->spool_dir, &sun) == 0)
-            (void)unlink(sun.sun_path);
     }
     close(sfd);
     /* the drain: /readyz says 503 from now on, /healthz stays 200 while sessions finish */
@@ -984,18 +764,7 @@ main(int argc, char **argv)
         char **qargv = argv + optind + 1;
 
         /* options may also follow the subcommand: ringmail queue list -c FILE */
-        if (qargc >= 1) {
-            optind = 0; /* 0: glibc re-initialises getopt for the new vector */
-            while ((opt = getopt(qargc, qargv, "+c:o:")) != -1) {
-                if (opt == 'c')
-                    file = optarg;
-                else if (opt == 'o' && nov < (int)ARRAY_SIZE(ov))
-                    ov[nov++] = optarg;
-                else
-                    return 2;
-            }
-        }
-        return cmd_queue(qargc, qargv, file, ov, nov);
+        return queue_cmd(qargc, qargv, file, ov, nov);
     }
     if (optind < argc) {
         fprintf(stderr, "ringmail: unexpected argument '%s'\n", argv[optind]);

@@ -35,6 +35,8 @@
 #include "net/worker.h"
 
 #include <arpa/inet.h>
+#include <inttypes.h>
+#include <stdarg.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -348,6 +350,91 @@ dest_pop(struct dest *x)
 static void dest_run(struct worker *w, struct dest *x);
 static void dest_reap(struct worker *w);
 
+/* ---- held messages ---- */
+
+/* Index of id in the sorted held_ids, or where it would go; *found says which. */
+static size_t
+held_find(const struct worker *w, uint64_t id, bool *found)
+{
+    size_t lo = 0, hi = w->nheld;
+
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+
+        if (w->held_ids[mid] < id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    *found = lo < w->nheld && w->held_ids[lo] == id;
+    return lo;
+}
+
+static bool
+is_held(const struct worker *w, uint64_t id)
+{
+    bool found = false;
+
+    if (w->nheld > 0)
+        (void)held_find(w, id, &found);
+    return found;
+}
+
+/* 0 or -ENOMEM (the message is then not held). */
+static int
+held_add(struct worker *w, uint64_t id)
+{
+    bool found;
+    size_t at = held_find(w, id, &found);
+
+    if (found)
+        return 0;
+    if (w->nheld == w->held_cap) {
+        size_t cap = MAX(w->held_cap * 2, (size_t)64);
+        uint64_t *p = realloc(w->held_ids, cap * sizeof(*p));
+
+        if (p == NULL)
+            return -ENOMEM;
+        w->held_ids = p;
+        w->held_cap = cap;
+    }
+    memmove(w->held_ids + at + 1, w->held_ids + at, (w->nheld - at) * sizeof(*w->held_ids));
+    w->held_ids[at] = id;
+    w->nheld++;
+    return 0;
+}
+
+static void
+held_remove(struct worker *w, uint64_t id)
+{
+    bool found;
+    size_t at = held_find(w, id, &found);
+
+    if (!found)
+        return;
+    memmove(w->held_ids + at, w->held_ids + at + 1, (w->nheld - at - 1) * sizeof(*w->held_ids));
+    w->nheld--;
+}
+
+/* A delivery of a held message parks on the held list: not tried, not expired. */
+static void
+hold_park(struct worker *w, struct delivery *d)
+{
+    d->hop = 0;
+    d->next = w->held;
+    w->held = d;
+}
+
+int
+worker_hold_preload(struct worker *w, const uint64_t *ids, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (held_add(w, ids[i]) < 0)
+            return -ENOMEM;
+    }
+    return 0;
+}
+
 /* Log one recipient's outcome, Postfix-style. tls: the session's TLS ("TLSv1.3 ...",
    or "none"); NULL when no session was involved (the field is left out). */
 static void
@@ -514,6 +601,10 @@ attempt_done(struct worker *w, struct dest *x, struct delivery *d, bool conn_fai
     }
     d->hop = 0;
     d->attempts++;
+    if (w->nheld > 0 && is_held(w, d->msg->env.id)) {
+        hold_park(w, d); /* put on hold during its attempt: not retried, not expired */
+        return;
+    }
     if (age >= life) {
         for (uint32_t i = 0; i < d->nrcpt; i++) {
             if (d->state[i] != DLV_PENDING)
@@ -1613,8 +1704,11 @@ take(struct worker *w, struct delivery *d)
 
     if (!settle(w, d))
         return;
+    if (w->nheld > 0 && is_held(w, d->msg->env.id)) {
+        hold_park(w, d);
+        return;
+    }
     x = dest_get(w, d);
-
     if (x == NULL) {
         give_back(w, d); /* no memory: its owner keeps it pending */
         return;
@@ -1734,6 +1828,9 @@ adopt(struct worker *w, struct snapshot *s)
                 smtp_client_quit(&o->cl);
         }
     }
+    /* held deliveries too: take() parks them again, under s */
+    *tail = w->held;
+    w->held = NULL;
     while (moved != NULL) {
         struct delivery *d = moved;
 
@@ -1746,11 +1843,215 @@ adopt(struct worker *w, struct snapshot *s)
     atomic_store_explicit(&w->snap_gen, s->gen, memory_order_release);
 }
 
-/* ---- control (ringmail queue flush | delete) ---- */
+/* ---- control (the admin endpoint's /queue: net/queue_ctl.c) ---- */
 
-/* Drop message id's deliveries waiting here: their recipients are finished without a bounce. */
+/* The worker's answer buffer, while a LIST fills it. */
+struct lbuf {
+    char *p;
+    size_t len, cap;
+    bool full;
+};
+
+static void
+lb_raw(struct lbuf *b, const char *s, size_t n)
+{
+    if (b->full || b->len + n > b->cap) {
+        b->full = true;
+        return;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+}
+
+static void lb_printf(struct lbuf *b, const char *fmt, ...) PRINTF(2, 3);
+
+static void
+lb_printf(struct lbuf *b, const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+
+    if (b->full)
+        return;
+    va_start(ap, fmt);
+    n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= b->cap - b->len) {
+        b->full = true;
+        return;
+    }
+    b->len += (size_t)n;
+}
+
+/* A JSON string, quotes included. */
+static void
+lb_str(struct lbuf *b, struct slice s)
+{
+    lb_raw(b, "\"", 1);
+    if (!b->full && !json_escape(b->p, b->cap, &b->len, s.p, s.len))
+        b->full = true;
+    lb_raw(b, "\"", 1);
+}
+
+static uint64_t
+msg_age(const struct worker *w, const struct qmsg *m)
+{
+    return w->wall_ms > m->arrival_ms ? w->wall_ms - m->arrival_ms : 0;
+}
+
+/* Whether message m passes the filter's sender and age (its recipients are checked apart). */
+static bool
+msg_match(const struct worker *w, const struct worker_req *rq, const struct qmsg *m)
+{
+    if (rq->id != 0 && m->env.id != rq->id)
+        return false;
+    return qfilter_sender_match(&rq->filter, env_get(&m->env, m->env.sender)) &&
+           qfilter_age_match(&rq->filter, msg_age(w, m));
+}
+
+/* Whether d has a pending recipient in state st passing the filter. */
+static bool
+dlv_match(const struct worker *w, const struct worker_req *rq, const struct delivery *d,
+          unsigned st)
+{
+    if (!(rq->filter.states & st) || !msg_match(w, rq, d->msg))
+        return false;
+    for (uint32_t i = 0; i < d->nrcpt; i++) {
+        if (d->state[i] == DLV_PENDING &&
+            qfilter_domain_match(&rq->filter,
+                                 env_get(&d->msg->env, d->msg->env.rcpt[d->rcpt[i]].addr)))
+            return true;
+    }
+    return false;
+}
+
+/* LIST: one record for d (state st) into b; false once b or the limit is full. */
+static bool
+list_one(struct worker *w, struct lbuf *b, const struct worker_req *rq, const struct delivery *d,
+         unsigned st)
+{
+    const struct qmsg *m = d->msg;
+    const struct envelope *e = &m->env;
+    struct worker_rec rec = { e->id, m->arrival_ms, 0, 0, st, 0 };
+    size_t at = b->len, mark;
+    bool first = true;
+
+    if (!dlv_match(w, rq, d, st))
+        return true;
+    if (w->ctl_ans.affected >= rq->filter.limit) {
+        w->ctl_ans.truncated = true;
+        return false;
+    }
+    lb_raw(b, (const char *)&rec, sizeof(rec));
+    mark = b->len;
+    lb_printf(b,
+              "\"qid\":\"%s\",\"arrival_time\":%" PRIu64 ".%03u,\"size\":%" PRIu64 ",\"sender\":",
+              e->qid, m->arrival_ms / 1000, (unsigned)(m->arrival_ms % 1000), e->body_len);
+    lb_str(b, env_get(e, e->sender));
+    lb_raw(b, ",\"client\":", 10);
+    lb_str(b, env_get(e, e->client));
+    lb_raw(b, ",\"helo\":", 8);
+    lb_str(b, env_get(e, e->helo));
+    rec.head_len = (uint32_t)(b->len - mark);
+    mark = b->len;
+    for (uint32_t i = 0; i < d->nrcpt && !b->full; i++) {
+        struct slice addr = env_get(e, e->rcpt[d->rcpt[i]].addr);
+
+        if (d->state[i] != DLV_PENDING || !qfilter_domain_match(&rq->filter, addr))
+            continue;
+        lb_printf(b, "%s{\"address\":", first ? "" : ",");
+        first = false;
+        lb_str(b, addr);
+        lb_printf(b, ",\"state\":\"%s\",\"attempts\":%u,\"next_attempt\":", qstate_name(st),
+                  d->attempts);
+        if (st == QSTATE_DEFERRED) {
+            uint64_t t = w->wall_ms + (d->next_ms > w->now_ms ? d->next_ms - w->now_ms : 0);
+
+            lb_printf(b, "%" PRIu64 ".%03u", t / 1000, (unsigned)(t % 1000));
+        } else {
+            lb_raw(b, "null", 4);
+        }
+        lb_raw(b, ",\"last_reply\":", 14);
+        if (d->diag != NULL && d->diag[i] != NULL)
+            lb_str(b, slice_make(d->diag[i], strlen(d->diag[i])));
+        else
+            lb_raw(b, "null", 4);
+        lb_raw(b, "}", 1);
+    }
+    rec.rcpt_len = (uint32_t)(b->len - mark);
+    if (b->full) {
+        b->len = at; /* never half a record */
+        w->ctl_ans.truncated = true;
+        return false;
+    }
+    memcpy(b->p + at, &rec, sizeof(rec));
+    w->ctl_ans.affected++;
+    return true;
+}
+
+static void
+ctl_list(struct worker *w, const struct worker_req *rq)
+{
+    struct lbuf b = { w->ctl_buf, 0, WORKER_CTL_BUF, false };
+    bool more = true;
+
+    if (b.p == NULL) {
+        w->ctl_buf = b.p = malloc(WORKER_CTL_BUF);
+        if (b.p == NULL) {
+            w->ctl_ans.truncated = true;
+            return;
+        }
+    }
+    for (uint32_t i = 0; i < w->nsess && more; i++) {
+        if (w->sess[i] != NULL && w->sess[i]->cur != NULL)
+            more = list_one(w, &b, rq, w->sess[i]->cur, QSTATE_ACTIVE);
+    }
+    for (uint32_t i = 0; i < w->njobs && more; i++) {
+        if (w->jobs[i] != NULL && w->jobs[i]->cur != NULL)
+            more = list_one(w, &b, rq, w->jobs[i]->cur, QSTATE_ACTIVE);
+    }
+    for (unsigned k = 0; k <= w->dtab_mask && more; k++) {
+        for (struct dest *x = w->dtab[k]; x != NULL && more; x = x->next) {
+            for (struct delivery *d = x->q; d != NULL && more; d = d->next)
+                more = list_one(w, &b, rq, d, QSTATE_WAITING);
+        }
+    }
+    for (struct delivery *d = w->retry; d != NULL && more; d = d->next)
+        more = list_one(w, &b, rq, d, QSTATE_DEFERRED);
+    for (struct delivery *d = w->held; d != NULL && more; d = d->next)
+        more = list_one(w, &b, rq, d, QSTATE_HELD);
+    w->ctl_ans.len = b.len;
+}
+
+/* Count message id's deliveries by where they are (ans.active, waiting, held). */
+static void
+ctl_count(struct worker *w, uint64_t id)
+{
+    for (uint32_t i = 0; i < w->nsess; i++) {
+        if (w->sess[i] != NULL && w->sess[i]->cur != NULL && w->sess[i]->cur->msg->env.id == id)
+            w->ctl_ans.active++;
+    }
+    for (uint32_t i = 0; i < w->njobs; i++) {
+        if (w->jobs[i] != NULL && w->jobs[i]->cur != NULL && w->jobs[i]->cur->msg->env.id == id)
+            w->ctl_ans.active++;
+    }
+    for (unsigned k = 0; k <= w->dtab_mask; k++) {
+        for (struct dest *x = w->dtab[k]; x != NULL; x = x->next) {
+            for (struct delivery *d = x->q; d != NULL; d = d->next)
+                w->ctl_ans.waiting += d->msg->env.id == id;
+        }
+    }
+    for (struct delivery *d = w->retry; d != NULL; d = d->next)
+        w->ctl_ans.waiting += d->msg->env.id == id;
+    for (struct delivery *d = w->held; d != NULL; d = d->next)
+        w->ctl_ans.held += d->msg->env.id == id;
+}
+
+/* Unlink message id's deliveries from the list at *pp (a destination's queue when x) and
+   hand each to fn; how many. */
 static unsigned
-ctl_delete_list(struct worker *w, struct delivery **pp, uint64_t id, struct dest *x)
+ctl_take_list(struct worker *w, struct delivery **pp, uint64_t id, struct dest *x,
+              void (*fn)(struct worker *, struct delivery *))
 {
     unsigned n = 0;
 
@@ -1764,68 +2065,132 @@ ctl_delete_list(struct worker *w, struct delivery **pp, uint64_t id, struct dest
         *pp = d->next;
         if (x != NULL && x->q_tail == &d->next)
             x->q_tail = pp;
-        for (uint32_t i = 0; i < d->nrcpt; i++) {
-            if (d->state[i] == DLV_PENDING) {
-                d->state[i] = DLV_FAILED;
-                log_rcpt(w, d, i, "deleted", "none", "5.0.0", "deleted by the operator", NULL);
-            }
-        }
-        give_back(w, d); /* no dsn: the owner writes their DONE record */
+        d->next = NULL;
+        fn(w, d);
         n++;
     }
     return n;
 }
 
+/* Delete: the pending recipients are finished without a bounce; the owner writes their DONE
+   record. */
+static void
+ctl_delete_one(struct worker *w, struct delivery *d)
+{
+    for (uint32_t i = 0; i < d->nrcpt; i++) {
+        if (d->state[i] == DLV_PENDING) {
+            d->state[i] = DLV_FAILED;
+            log_rcpt(w, d, i, "deleted", "none", "5.0.0", "deleted by the operator", NULL);
+        }
+    }
+    give_back(w, d);
+}
+
+/* Every list a waiting delivery can be on; fn for message id's. */
+static unsigned
+ctl_take_all(struct worker *w, uint64_t id, bool with_held,
+             void (*fn)(struct worker *, struct delivery *))
+{
+    unsigned n = ctl_take_list(w, &w->retry, id, NULL, fn);
+
+    for (unsigned k = 0; k <= w->dtab_mask; k++) {
+        for (struct dest *x = w->dtab[k]; x != NULL; x = x->next)
+            n += ctl_take_list(w, &x->q, id, x, fn);
+    }
+    if (with_held)
+        n += ctl_take_list(w, &w->held, id, NULL, fn);
+    return n;
+}
+
+static void
+ctl_flush(struct worker *w, const struct worker_req *rq)
+{
+    struct delivery **pp = &w->retry;
+
+    while (*pp != NULL) {
+        struct delivery *d = *pp;
+
+        if (!dlv_match(w, rq, d, QSTATE_DEFERRED)) {
+            pp = &d->next;
+            continue;
+        }
+        *pp = d->next;
+        w->ctl_ans.affected++;
+        take(w, d);
+    }
+}
+
 static void
 control(struct worker *w)
 {
-    /* acquire: pairs with the release in worker_control(), so ctl_op and ctl_id are visible */
+    /* acquire: pairs with the release in worker_control_send(), so ctl_in is visible */
     unsigned req = atomic_load_explicit(&w->ctl_req, memory_order_acquire);
-    unsigned result = 0;
+    const struct worker_req *rq = &w->ctl_in;
 
     if (req == w->ctl_seen)
         return;
     w->ctl_seen = req;
-    if (w->ctl_op == WORKER_CTL_FLUSH) {
-        while (w->retry != NULL) {
-            struct delivery *d = w->retry;
-
-            w->retry = d->next;
-            take(w, d);
-            result++;
+    memset(&w->ctl_ans, 0, sizeof(w->ctl_ans));
+    if (rq->id != 0)
+        ctl_count(w, rq->id);
+    switch (rq->op) {
+    case WORKER_CTL_LIST:
+        ctl_list(w, rq);
+        break;
+    case WORKER_CTL_FLUSH:
+        ctl_flush(w, rq);
+        break;
+    case WORKER_CTL_DELETE:
+        held_remove(w, rq->id);
+        w->ctl_ans.affected = ctl_take_all(w, rq->id, true, ctl_delete_one);
+        break;
+    case WORKER_CTL_HOLD:
+        if (held_add(w, rq->id) < 0) {
+            w->ctl_ans.err = -ENOMEM; /* not held */
+            break;
         }
-    } else if (w->ctl_op == WORKER_CTL_DELETE) {
-        result += ctl_delete_list(w, &w->retry, w->ctl_id, NULL);
-        for (unsigned b = 0; b <= w->dtab_mask; b++) {
-            for (struct dest *x = w->dtab[b]; x != NULL; x = x->next)
-                result += ctl_delete_list(w, &x->q, w->ctl_id, x);
-        }
+        w->ctl_ans.affected = ctl_take_all(w, rq->id, false, hold_park);
+        break;
+    case WORKER_CTL_RELEASE:
+        held_remove(w, rq->id);
+        w->ctl_ans.affected = ctl_take_list(w, &w->held, rq->id, NULL, take);
+        break;
     }
-    atomic_store_explicit(&w->ctl_result, result, memory_order_relaxed);
-    /* release: publishes ctl_result; pairs with the acquire in worker_control() */
+    /* release: publishes ctl_ans and ctl_buf; pairs with the acquire in worker_control_wait() */
     atomic_store_explicit(&w->ctl_ack, req, memory_order_release);
 }
 
 int
-worker_control(struct worker *w, enum worker_ctl op, uint64_t id, unsigned *result)
+worker_control_send(struct worker *w, const struct worker_req *rq)
 {
-    unsigned req = atomic_load_explicit(&w->ctl_req, memory_order_relaxed) + 1;
+    unsigned req = atomic_load_explicit(&w->ctl_req, memory_order_relaxed);
 
-    w->ctl_op = (int)op;
-    w->ctl_id = id;
-    /* release: publishes ctl_op and ctl_id; pairs with the acquire in control() */
-    atomic_store_explicit(&w->ctl_req, req, memory_order_release);
+    /* acquire: the worker is done with ctl_in and ctl_buf before main touches them again */
+    if (atomic_load_explicit(&w->ctl_ack, memory_order_acquire) != req)
+        return -EBUSY;
+    w->ctl_in = *rq;
+    /* release: publishes ctl_in; pairs with the acquire in control() */
+    atomic_store_explicit(&w->ctl_req, req + 1, memory_order_release);
     worker_notify(w);
-    for (int i = 0; i < 5000; i++) { /* 5 s at most: main thread, not a reactor */
-        struct timespec ts = { 0, 1000000 };
+    return 0;
+}
+
+int
+worker_control_wait(struct worker *w, uint64_t deadline_ms, struct worker_ans *ans)
+{
+    unsigned req = atomic_load_explicit(&w->ctl_req, memory_order_relaxed);
+
+    for (;;) {
+        struct timespec ts = { 0, 500000 };
 
         if (atomic_load_explicit(&w->ctl_ack, memory_order_acquire) == req) {
-            *result = atomic_load_explicit(&w->ctl_result, memory_order_relaxed);
+            *ans = w->ctl_ans;
             return 0;
         }
-        nanosleep(&ts, NULL);
+        if (clock_mono_ms() >= deadline_ms)
+            return -ETIMEDOUT;
+        nanosleep(&ts, NULL); /* the main thread, never a reactor: a short bounded wait */
     }
-    return -ETIMEDOUT;
 }
 
 /* ---- the loop ---- */
@@ -1906,6 +2271,12 @@ hand_back_all(struct worker *w)
 
         w->retry = d->next;
         dsn_attach(w, d, NULL);
+        give_back(w, d);
+    }
+    while (w->held != NULL) { /* still pending in the spool; held again at the next start */
+        struct delivery *d = w->held;
+
+        w->held = d->next;
         give_back(w, d);
     }
     for (uint32_t i = 0; i < w->nsess; i++) {
@@ -2089,6 +2460,8 @@ worker_join(struct worker *w)
     free(w->dtab);
     free(w->sess);
     free(w->jobs);
+    free(w->held_ids);
+    free(w->ctl_buf);
     close(w->wake_fd);
     w->tls_ctx = NULL;
     w->cfg = NULL;

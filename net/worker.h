@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "core/config.h"
+#include "core/qfilter.h"
 #include "core/smtp_client.h"
 #include "net/logbuf.h"
 #include "net/snapshot.h"
@@ -33,6 +34,53 @@ struct worker_stats {
     _Atomic uint64_t delivered, deferred, failed, sessions, connect_errors, loops;
     _Atomic uint64_t tls_handshakes, tls_failures;
 };
+
+/* Control operations: each acts on the deliveries the worker holds now (waiting in a
+   destination's queue, deferred in its retry list, held; "active" ones, in an attempt, are
+   counted but not touched, except that a hold applies to them when the attempt ends). */
+enum worker_ctl {
+    WORKER_CTL_LIST = 0, /* describe the deliveries passing filter (of id, when not 0) */
+    WORKER_CTL_FLUSH,    /* retry the deferred ones passing filter (of id) now */
+    WORKER_CTL_DELETE,   /* drop message id's waiting, deferred and held deliveries */
+    WORKER_CTL_HOLD,     /* put message id on hold: its deliveries go to the held list */
+    WORKER_CTL_RELEASE,  /* take message id off hold: its held deliveries are queued again */
+};
+
+struct worker_req {
+    enum worker_ctl op;
+    uint64_t id; /* a message, or 0 (LIST, FLUSH: every message the filter passes) */
+    struct qfilter filter;
+};
+
+struct worker_ans {
+    unsigned affected; /* deliveries listed, retried, deleted, held or released */
+    unsigned active;   /* deliveries of id (LIST: passing the filter) in an attempt now */
+    unsigned waiting;  /* ... in a destination's queue or the retry list */
+    unsigned held;     /* ... on the held list (before the operation) */
+    size_t len;        /* LIST: octets of records in the worker's ctl_buf */
+    bool truncated;    /* LIST: the filter's limit or the buffer stopped the list */
+    int err;           /* HOLD: -ENOMEM, not held */
+};
+
+/*
+ * LIST records in ctl_buf, back to back, one per delivery (a message routed
+ * two ways has two, possibly on two workers): a struct worker_rec (memcpy
+ * it out: records are not aligned), head_len octets of JSON members
+ * ("qid":"...","arrival_time":...,"size":...,"sender":"...","client":"...",
+ * "helo":"...") and rcpt_len octets of JSON objects, comma-separated, one
+ * per recipient of the delivery that is still to be delivered and passes
+ * the filter ({"address":...,"state":...,"attempts":...,"next_attempt":...,
+ * "last_reply":...}).
+ */
+struct worker_rec {
+    uint64_t id;
+    uint64_t arrival_ms; /* wall clock */
+    uint32_t head_len, rcpt_len;
+    uint32_t state; /* the delivery's QSTATE_* (core/qfilter.h) */
+    uint32_t pad;
+};
+
+#define WORKER_CTL_BUF (2u << 20) /* octets of LIST records a worker gives at most */
 
 struct worker {
     unsigned index;
@@ -72,25 +120,36 @@ struct worker {
     uint64_t next_tick_ms;
     uint64_t seq; /* maildir file names */
 
-    /* control requests from the main thread (ringmail queue flush|delete): main writes
-       ctl_op/ctl_id, then publishes ctl_req (release); the worker answers in ctl_result
-       and publishes ctl_ack = ctl_req (release) */
-    int ctl_op; /* enum worker_ctl */
-    uint64_t ctl_id;
+    /* messages on hold (POST /queue/QID/hold): their ids, sorted, and their deliveries
+       here, which are neither tried nor expired until released (worker thread only, after
+       worker_start(); worker_hold_preload() before it) */
+    uint64_t *held_ids;
+    size_t nheld, held_cap;
+    struct delivery *held;
+
+    /* control requests from the main thread (the admin endpoint's /queue, net/queue_ctl.c):
+       main writes ctl_in, then publishes ctl_req (release); the worker answers in
+       ctl_ans (and ctl_buf for a list) and publishes ctl_ack = ctl_req (release). Main never
+       writes a request while the previous one is unanswered (ctl_ack != ctl_req), so the
+       worker never reads a request, nor writes an answer, that main is touching. */
+    struct worker_req ctl_in;
+    struct worker_ans ctl_ans;
+    char *ctl_buf; /* the list's records (worker-owned, WORKER_CTL_BUF octets, lazily) */
     atomic_uint ctl_req, ctl_ack;
-    atomic_uint ctl_result;
     unsigned ctl_seen;
 
     struct worker_stats stats;
 };
 
-enum worker_ctl {
-    WORKER_CTL_FLUSH = 0, /* retry every deferred delivery now; result: how many */
-    WORKER_CTL_DELETE,    /* drop message ctl_id's waiting deliveries; result: how many */
-};
+/* Main thread: post req to w; -EBUSY while w has not answered the previous one. */
+int worker_control_send(struct worker *w, const struct worker_req *req);
+/* Main thread: wait until monotonic deadline_ms for the answer to the last request sent; 0
+   and *ans (and, for LIST, the records at w->ctl_buf[0..ans->len), readable until the next
+   request), or -ETIMEDOUT. */
+int worker_control_wait(struct worker *w, uint64_t deadline_ms, struct worker_ans *ans);
 
-/* Main thread: run a control request on w and wait (bounded) for its result; -ETIMEDOUT. */
-int worker_control(struct worker *w, enum worker_ctl op, uint64_t id, unsigned *result);
+/* Main thread, before worker_start(): the messages on hold at start-up (sorted or not). */
+int worker_hold_preload(struct worker *w, const uint64_t *ids, size_t n);
 
 /* Prepare a worker (main thread): tables, the Maildirs of every route of snap; takes a
    reference on snap. 0 or -errno; the reason is logged here (event=fatal). */

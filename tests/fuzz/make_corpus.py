@@ -263,8 +263,9 @@ def write_spool_seeds():
     #    one routed to a closed port is deferred, so the message stays pending
     work = rmtest.tempdir()
     closed = rmtest.free_port()
+    admin = "%s:%d" % (rmtest.LOOPBACK, rmtest.free_port())
     srv = rmtest.Server(hold=False, cwd=work, opts={
-        "reactors": "1", "workers": "1", "delivery": "on",
+        "reactors": "1", "workers": "1", "delivery": "on", "admin_listen": admin,
         "routes": "local.test=maildir:%s/md,down.test=[127.0.0.1]:%d" % (work, closed),
         "minimal_backoff_time": "1h", "maximal_backoff_time": "1h"}).start()
     send(srv.port, "a@example.org", ["x@local.test", "y@down.test", "z@local.test"], body)
@@ -273,7 +274,8 @@ def write_spool_seeds():
     qid = send(srv.port, "gone@example.org", ["v@down.test"], body)
     rmtest.wait_until(lambda: len(glob.glob(os.path.join(work, "md", "new", "*"))) >= 3, 20)
     rmtest.wait_until(lambda: len(srv.events("deferred")) >= 2, 20)
-    subprocess.run([srv.bin, "queue", "delete", "-o", "spool_dir=%s" % srv.spool, qid],
+    subprocess.run([srv.bin, "queue", "delete", "-o", "spool_dir=%s" % srv.spool,
+                    "-o", "admin_listen=%s" % admin, qid],
                    check=True, stdout=subprocess.DEVNULL, timeout=30)
     time.sleep(1.0)
     srv.stop()

@@ -129,7 +129,7 @@ def t_usage_in_man8(r):
     for long_opt in sorted(set(re.findall(r"--([a-z]+)", usage))):
         r.check("ringmail.8 documents --%s" % long_opt,
                 re.search(r"^\.It .*Fl -%s\b" % long_opt, man, re.M), "no '.It Fl -%s'" % long_opt)
-    for sub in ("list", "show", "flush", "delete"):
+    for sub in ("list", "show", "flush", "delete", "hold", "release"):
         r.check("ringmail.8 documents queue %s" % sub,
                 re.search(r"^\.It Cm queue %s\b" % sub, man, re.M), "no '.It Cm queue %s'" % sub)
 
