@@ -125,6 +125,9 @@ close_listener(struct reactor *r, unsigned li)
     io_uring_prep_cancel64(sqe, ud_make(r->lis[li].gen, li, OP_ACCEPT), 0);
     io_uring_sqe_set_data64(sqe, ud_make(0, 0, OP_NONE));
     io_uring_sqe_set_flags(sqe, IOSQE_CQE_SKIP_SUCCESS);
+    /* the accept in flight keeps the file open until its cancel has run: shutdown() stops
+       the listener now, so the kernel refuses new connections from this moment */
+    (void)shutdown(r->lis[li].fd, SHUT_RDWR);
     close(r->lis[li].fd);
     r->lis[li].fd = -1;
     r->lis[li].gen++;
