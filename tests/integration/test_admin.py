@@ -315,6 +315,27 @@ def t_queue_next_hop_down(r):
     st, _, body = rmtest.http_get(srv.admin_port, "/metrics")
     promtool_check(r, body, "next hop down")
 
+    # a restart with the messages still queued: recovered messages and segments count
+    r.eq("stopped with mail queued: exit 0", srv.stop(), 0)
+    srv.start()
+    m4 = rmtest.wait_until(
+        lambda: (lambda m: m if m["ringmail_queue_messages"] == n else None)(
+            scrape(srv.admin_port)), 10)
+    m4 = m4 or scrape(srv.admin_port)
+    r.eq("after a restart the recovered messages are counted", m4["ringmail_queue_messages"], n)
+    a4 = m4["ringmail_queue_oldest_message_age_seconds"]
+    # a recovered arrival has whole seconds
+    r.check("their oldest age goes on from before the restart", a4 >= a2 - 1.0, (a2, a4))
+
+    def agree():
+        g = scrape(srv.admin_port)
+        f = spool_files(srv.spool)
+        return (g, f) if (g["ringmail_spool_segments"], g["ringmail_spool_bytes"]) == f else None
+    got = rmtest.wait_until(agree, 10)
+    g = scrape(srv.admin_port)
+    r.check("recovered segments: the spool gauges match the files", got,
+            ((g["ringmail_spool_segments"], g["ringmail_spool_bytes"]), spool_files(srv.spool)))
+
     sink = rmtest.Sink(port=hop, name="sink-late-admin").start()
     m3 = rmtest.wait_until(
         lambda: (lambda m: m if m["ringmail_queue_messages"] == 0 else None)(
