@@ -257,6 +257,10 @@ struct reactor {
     char discard[4096]; /* where the body of a message whose storage failed goes */
 
     struct reactor_stats stats;
+    /* the next reactor of the array (calloc'd, not cache-line aligned) starts at least a cache
+       line past our counters, so no line holds both this thread's counters and fields the
+       next thread writes */
+    char stats_pad[64];
 };
 
 #define HANDOFF_MAX 4096u /* deliveries waiting for a worker's ring before new mail gets 451 */

@@ -93,6 +93,10 @@ struct worker {
     unsigned ctl_seen;
 
     struct worker_stats stats;
+    /* the next worker of the array (calloc'd, not cache-line aligned) starts at least a cache
+       line past our counters, so no line holds both this thread's counters and fields the
+       next thread writes */
+    char stats_pad[64];
 };
 
 enum worker_ctl {
