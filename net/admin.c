@@ -30,6 +30,7 @@
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -502,6 +503,193 @@ per_thread(struct obuf *o, const char *name, const char *help, const char *label
                   load_u64((char *)base + i * stride, off));
 }
 
+/* A histogram family's sums over the threads (buckets not cumulative yet). */
+struct hist_total {
+    uint64_t b[HIST_SLOTS];
+    uint64_t sum_us;
+};
+
+static void
+hist_add(struct hist_total *t, const struct hist *h, const struct hist_layout *l)
+{
+    for (unsigned i = 0; i <= l->n; i++)
+        t->b[i] += atomic_load_explicit(&h->bucket[i], memory_order_relaxed);
+    t->sum_us += atomic_load_explicit(&h->sum_us, memory_order_relaxed);
+}
+
+/* One histogram series: cumulative _bucket rows, _sum in seconds, _count (= the +Inf
+   bucket, so the two always agree). label: NULL, or one pair such as result="ok". */
+static void
+hist_rows(struct obuf *o, const char *name, const char *label, const struct hist_layout *l,
+          const struct hist_total *t)
+{
+    const char *sep = label != NULL ? "," : "";
+    uint64_t cum = 0;
+    char v[32];
+
+    if (label == NULL)
+        label = "";
+    for (unsigned i = 0; i < l->n; i++) {
+        cum += t->b[i];
+        hist_seconds_text(l->le_us[i], v, sizeof(v));
+        ob_printf(o, "%s_bucket{%s%sle=\"%s\"} %" PRIu64 "\n", name, label, sep, v, cum);
+    }
+    cum += t->b[l->n];
+    ob_printf(o, "%s_bucket{%s%sle=\"+Inf\"} %" PRIu64 "\n", name, label, sep, cum);
+    hist_seconds_text(t->sum_us, v, sizeof(v));
+    if (label[0] != '\0') {
+        ob_printf(o, "%s_sum{%s} %s\n", name, label, v);
+        ob_printf(o, "%s_count{%s} %" PRIu64 "\n", name, label, cum);
+    } else {
+        ob_printf(o, "%s_sum %s\n%s_count %" PRIu64 "\n", name, v, name, cum);
+    }
+}
+
+static const char *const attempt_result[WORKER_ATTEMPT_RESULTS] = {
+    [WORKER_ATTEMPT_DELIVERED] = "result=\"delivered\"",
+    [WORKER_ATTEMPT_DEFERRED] = "result=\"deferred\"",
+    [WORKER_ATTEMPT_FAILED] = "result=\"failed\"",
+};
+
+static void
+histograms(struct admin *a, struct obuf *o)
+{
+    struct hist_total t;
+
+    memset(&t, 0, sizeof(t));
+    for (unsigned i = 0; i < a->src.nreactors; i++)
+        hist_add(&t, &a->src.reactors[i].stats.commit_latency, &hist_commit_latency);
+    family(o, "ringmail_commit_latency_seconds", "histogram",
+           "Per message from a client, the end of its data (DATA or BDAT LAST) to its 250 "
+           "being queued: the spool write and the group commit (fdatasync).");
+    hist_rows(o, "ringmail_commit_latency_seconds", NULL, &hist_commit_latency, &t);
+
+    memset(&t, 0, sizeof(t));
+    for (unsigned i = 0; i < a->src.nworkers; i++)
+        hist_add(&t, &a->src.workers[i].stats.residence, &hist_queue_residence);
+    family(o, "ringmail_queue_residence_seconds", "histogram",
+           "Per delivery (a message has one per route of its recipients), its message's "
+           "arrival to the delivery's end: every recipient delivered or bounced.");
+    hist_rows(o, "ringmail_queue_residence_seconds", NULL, &hist_queue_residence, &t);
+
+    family(o, "ringmail_delivery_attempt_duration_seconds", "histogram",
+           "One delivery attempt, from a session or Maildir job taking the delivery to its "
+           "result: delivered (all its recipients), deferred (one still pending), failed "
+           "(none pending, one refused).");
+    for (unsigned k = 0; k < WORKER_ATTEMPT_RESULTS; k++) {
+        memset(&t, 0, sizeof(t));
+        for (unsigned i = 0; i < a->src.nworkers; i++)
+            hist_add(&t, &a->src.workers[i].stats.attempt[k], &hist_attempt_duration);
+        hist_rows(o, "ringmail_delivery_attempt_duration_seconds", attempt_result[k],
+                  &hist_attempt_duration, &t);
+    }
+}
+
+/* The queue and spool gauges, from the reactors. */
+static void
+queue_gauges(struct admin *a, struct obuf *o)
+{
+    uint64_t msgs = 0, oldest = 0, segs = 0, bytes = 0, now = clock_wall_ms(), age;
+
+    for (unsigned i = 0; i < a->src.nreactors; i++) {
+        struct reactor_stats *st = &a->src.reactors[i].stats;
+        uint64_t t = atomic_load_explicit(&st->queue_oldest_ms, memory_order_relaxed);
+
+        msgs += atomic_load_explicit(&st->queue_messages, memory_order_relaxed);
+        segs += atomic_load_explicit(&st->spool_segments, memory_order_relaxed);
+        bytes += atomic_load_explicit(&st->spool_bytes, memory_order_relaxed);
+        if (t != 0 && (oldest == 0 || t < oldest))
+            oldest = t;
+    }
+    age = oldest != 0 && now > oldest ? now - oldest : 0;
+    family(o, "ringmail_queue_messages", "gauge",
+           "Messages accepted (or recovered at start) and not finished: some recipient not yet "
+           "delivered or bounced. Not counted with delivery: hold.");
+    ob_printf(o, "ringmail_queue_messages %" PRIu64 "\n", msgs);
+    family(o, "ringmail_queue_oldest_message_age_seconds", "gauge",
+           "Age of the oldest message counted by ringmail_queue_messages; 0 when there is none.");
+    ob_printf(o, "ringmail_queue_oldest_message_age_seconds %" PRIu64 ".%03u\n", age / 1000,
+              (unsigned)(age % 1000));
+    family(o, "ringmail_spool_segments", "gauge",
+           "Spool segment files on disk, recovered ones included.");
+    ob_printf(o, "ringmail_spool_segments %" PRIu64 "\n", segs);
+    family(o, "ringmail_spool_bytes", "gauge",
+           "Size of the spool segment files (octets written or being written).");
+    ob_printf(o, "ringmail_spool_bytes %" PRIu64 "\n", bytes);
+}
+
+struct dest_row {
+    const char *name;
+    uint64_t active, deferrals;
+};
+
+static int
+dest_row_cmp(const void *x, const void *y)
+{
+    return strcmp(((const struct dest_row *)x)->name, ((const struct dest_row *)y)->name);
+}
+
+static void label_value(struct obuf *o, const char *s);
+
+/* Per destination, merged over the workers by name (one worker may share a name with
+   another after a reload, or through two routes with the same first hop). */
+static void
+destinations(struct admin *a, struct obuf *o)
+{
+    struct dest_row *rows, other = { "other", 0, 0 };
+    size_t n = 0, m = 0;
+    bool full = false;
+
+    rows = calloc((size_t)a->src.nworkers * DESTTAB_MAX + 1, sizeof(*rows));
+    if (rows == NULL) {
+        o->bad = true;
+        return;
+    }
+    for (unsigned i = 0; i < a->src.nworkers; i++) {
+        struct desttab *t = &a->src.workers[i].stats.dests;
+        unsigned k, pub = desttab_published(t);
+
+        for (k = 0; k < pub; k++) {
+            rows[n].name = t->slot[k].name;
+            rows[n].active = atomic_load_explicit(&t->slot[k].active, memory_order_relaxed);
+            rows[n].deferrals = atomic_load_explicit(&t->slot[k].deferrals, memory_order_relaxed);
+            n++;
+        }
+        full |= pub == DESTTAB_MAX;
+        other.active += atomic_load_explicit(&t->slot[DESTTAB_OTHER].active, memory_order_relaxed);
+        other.deferrals +=
+            atomic_load_explicit(&t->slot[DESTTAB_OTHER].deferrals, memory_order_relaxed);
+    }
+    if (n > 1)
+        qsort(rows, n, sizeof(*rows), dest_row_cmp);
+    for (size_t k = 0; k < n; k++) {
+        if (m > 0 && strcmp(rows[m - 1].name, rows[k].name) == 0) {
+            rows[m - 1].active += rows[k].active;
+            rows[m - 1].deferrals += rows[k].deferrals;
+        } else {
+            rows[m++] = rows[k];
+        }
+    }
+    if (full)
+        rows[m++] = other;
+    family(o, "ringmail_destination_active_sessions", "gauge",
+           "Outbound sessions (and Maildir jobs) working for a destination now; destination: "
+           "its route's first next hop as relay= logs it (\"other\": past 64 per worker).");
+    for (size_t k = 0; k < m; k++) {
+        ob_printf(o, "ringmail_destination_active_sessions{destination=\"");
+        label_value(o, rows[k].name);
+        ob_printf(o, "\"} %" PRIu64 "\n", rows[k].active);
+    }
+    family(o, "ringmail_destination_deferrals_total", "counter",
+           "Recipients deferred (to be retried), per destination.");
+    for (size_t k = 0; k < m; k++) {
+        ob_printf(o, "ringmail_destination_deferrals_total{destination=\"");
+        label_value(o, rows[k].name);
+        ob_printf(o, "\"} %" PRIu64 "\n", rows[k].deferrals);
+    }
+    free(rows);
+}
+
 /* A label value: \, " and newline escaped (exposition format 0.0.4). */
 static void
 label_value(struct obuf *o, const char *s)
@@ -554,6 +742,9 @@ metrics(struct admin *a, struct obuf *o)
              offsetof(struct worker, stats));
     per_thread(o, "ringmail_worker_loops_total", "Event loop turns, per delivery worker.", "worker",
                ws, sizeof(*ws), a->src.nworkers, offsetof(struct worker, stats) + WSTAT(loops));
+    queue_gauges(a, o);
+    histograms(a, o);
+    destinations(a, o);
 }
 
 /* ---- serving ---- */

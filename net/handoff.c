@@ -36,6 +36,65 @@ push_or_hold(struct reactor *r, struct delivery *d)
     r->nhandoff++;
 }
 
+/*
+ * The queue gauges: a message counts from its hand-off (new, bounce or
+ * recovered) until handoff_release() frees it, on its owner reactor. The live
+ * list keeps them in arrival order, so the oldest is its head: new messages
+ * go at the tail (O(1)); recovered ones, whose arrivals are older and almost
+ * in order, are placed from the tail back (start-up only). With `delivery:
+ * hold` a message is released at once: it stays in the spool but is not
+ * counted (no object is kept for it; ringmail_spool_* and `ringmail queue
+ * list` show it).
+ */
+static void
+live_publish(struct reactor *r)
+{
+    uint64_t oldest = r->live_head != NULL ? MAX(r->live_head->arrival_ms, (uint64_t)1) : 0;
+
+    atomic_store_explicit(&r->stats.queue_oldest_ms, oldest, memory_order_relaxed);
+}
+
+static void
+live_add(struct reactor *r, struct qmsg *q)
+{
+    struct qmsg *after = r->live_tail;
+
+    while (after != NULL && after->arrival_ms > q->arrival_ms)
+        after = after->live_prev;
+    q->live_prev = after;
+    q->live_next = after != NULL ? after->live_next : r->live_head;
+    if (q->live_next != NULL)
+        q->live_next->live_prev = q;
+    else
+        r->live_tail = q;
+    if (after != NULL)
+        after->live_next = q;
+    else
+        r->live_head = q;
+    STAT_INC(r, queue_messages, 1);
+    if (r->live_head == q)
+        live_publish(r);
+}
+
+static void
+live_del(struct reactor *r, struct qmsg *q)
+{
+    bool head = r->live_head == q;
+
+    if (q->live_prev != NULL)
+        q->live_prev->live_next = q->live_next;
+    else
+        r->live_head = q->live_next;
+    if (q->live_next != NULL)
+        q->live_next->live_prev = q->live_prev;
+    else
+        r->live_tail = q->live_prev;
+    q->live_prev = q->live_next = NULL;
+    STAT_DEC(r, queue_messages, 1);
+    if (head)
+        live_publish(r);
+}
+
 /* Route env's recipients (those not finished yet) and hand the message to the workers. */
 int
 handoff_message(struct reactor *r, struct qmsg *q, const uint8_t *rcpt_done)
@@ -45,6 +104,7 @@ handoff_message(struct reactor *r, struct qmsg *q, const uint8_t *rcpt_done)
     uint32_t *idx, n = 0;
     int rc = 0;
 
+    live_add(r, q); /* until handoff_release() */
     if (r->to_workers == NULL || r->cfg->delivery == DELIVERY_HOLD) {
         /* delivery: hold, or no workers (an inbound-only test harness): the message stays
            pending in the spool */
@@ -113,6 +173,7 @@ handoff_release(struct reactor *r, struct qmsg *q)
     struct segment *seg = q->seg;
     bool finished = q->nleft == 0;
 
+    live_del(r, q);
     qmsg_free(q);
     spool_io_seg_put(r, seg, finished);
 }

@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "core/config.h"
+#include "core/histogram.h"
 #include "core/limits.h"
 #include "core/smtp_server.h"
 #include "net/logbuf.h"
@@ -136,6 +137,7 @@ struct msg_io {
     uint16_t writes;     /* writes in flight */
     bool ended;          /* msg_end called: commit record written or being written */
     bool aborted;        /* never to be delivered */
+    uint64_t end_us;     /* monotonic: its client's end of data (0: a bounce) */
     int err;             /* first write error, -errno */
     struct spool_extent *ext;
     uint32_t nextent, ext_cap; /* extents used and allocated */
@@ -176,6 +178,12 @@ struct reactor_stats {
         fsyncs, enobufs, bytes_in, loops, cqes, bounces, segments_unlinked, tls_handshakes,
         tls_failures, tls_resumed, refused_limit, refused_proxy, too_slow, auth_ok, auth_failed,
         auth_tempfail;
+    /* gauges, same rule (the owner adds and subtracts): messages queued here (a qmsg
+       exists: handed off, not yet released), the wall-clock arrival (ms) of the oldest of
+       them (0: none), and the spool segment files this reactor owns and their octets */
+    _Atomic uint64_t queue_messages, queue_oldest_ms, spool_segments, spool_bytes;
+    /* end of DATA/BDAT LAST to the 250 being queued (the group commit), per message */
+    struct hist commit_latency;
 };
 
 struct reactor {
@@ -250,12 +258,18 @@ struct reactor {
     unsigned nworkers;
     struct delivery *handoff, **handoff_tail; /* pushes waiting for room */
     unsigned nhandoff;
+    struct qmsg *live_head, *live_tail;  /* queued messages (handed off, not released), oldest
+                                            arrival first: ringmail_queue_* (net/handoff.c) */
     const struct spool_index *recovered; /* start-up: messages to deliver, NULL after */
     unsigned nreactors;
 
     char discard[4096]; /* where the body of a message whose storage failed goes */
 
     struct reactor_stats stats;
+    /* the next reactor of the array (calloc'd, not cache-line aligned) starts at least a cache
+       line past our counters, so no line holds both this thread's counters and fields the
+       next thread writes */
+    char stats_pad[64];
 };
 
 #define HANDOFF_MAX 4096u /* deliveries waiting for a worker's ring before new mail gets 451 */
@@ -264,6 +278,11 @@ struct reactor {
 #define STAT_INC(r, f, n)                                                                          \
     atomic_store_explicit(&(r)->stats.f,                                                           \
                           atomic_load_explicit(&(r)->stats.f, memory_order_relaxed) + (n),         \
+                          memory_order_relaxed)
+
+#define STAT_DEC(r, f, n)                                                                          \
+    atomic_store_explicit(&(r)->stats.f,                                                           \
+                          atomic_load_explicit(&(r)->stats.f, memory_order_relaxed) - (n),         \
                           memory_order_relaxed)
 
 /* Process-wide state the reactors share (any thread; relaxed atomics). */

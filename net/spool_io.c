@@ -32,6 +32,7 @@
 #include "core/dsn.h"
 #include "core/log.h"
 #include "net/reactor.h"
+#include "net/util.h"
 
 #define SPOOL_WRITE_SLOTS 8192u
 
@@ -67,6 +68,8 @@ seg_unref(struct reactor *r, struct segment *s)
         io_uring_submit(&r->ring);
         r->spool_inflight++;
         STAT_INC(r, segments_unlinked, 1);
+        STAT_DEC(r, spool_segments, 1);
+        STAT_DEC(r, spool_bytes, s->end);
         log_msg(LOG_INFO, "event=segment_removed reactor=%u segment=%s", r->index, name);
     }
     sqe = reactor_sqe(r);
@@ -113,6 +116,7 @@ seg_new(struct reactor *r, int fd, uint64_t id, uint64_t seed)
     s->current = true;
     s->next = r->segs;
     r->segs = s;
+    STAT_INC(r, spool_segments, 1); /* its octets are counted as they are written */
     return s;
 }
 
@@ -162,6 +166,7 @@ submit_write(struct reactor *r, struct segment *seg, struct msg_io *m, char *chu
     io_uring_prep_writev(sqe, seg->fd, w->iov, (unsigned)n, seg->end);
     io_uring_sqe_set_data64(sqe, ud_make(w->gen, idx, OP_WRITE));
     seg->end += len;
+    STAT_INC(r, spool_bytes, len);
     r->spool_inflight++;
     if (m != NULL)
         m->writes++;
@@ -199,6 +204,7 @@ seg_open_sync(struct reactor *r)
         return -ENOMEM;
     }
     r->seg->end = n;
+    STAT_INC(r, spool_bytes, n);
     return 0;
 }
 
@@ -352,6 +358,12 @@ msg_finish(struct reactor *r, struct msg_io *m, int rc)
         struct qmsg *q = m->q;
 
         STAT_INC(r, msgs_accepted, 1);
+        if (m->end_us != 0) {
+            uint64_t now = clock_mono_us();
+
+            hist_observe(&r->stats.commit_latency, &hist_commit_latency,
+                         now > m->end_us ? now - m->end_us : 0);
+        }
         m->q = NULL;
         orig_put(r, m, true);
         m->seg->pending++; /* even without q (no memory): the file stays for the next start */
@@ -547,6 +559,7 @@ spool_io_msg_end(struct reactor *r, struct conn *c, struct envelope *env)
     int rc;
 
     m->ended = true;
+    m->end_us = clock_mono_us(); /* ringmail_commit_latency_seconds starts here */
     if (m->err)
         goto fail;
     if (m->chunk != NULL && m->chunk_len > 0) {
@@ -955,12 +968,17 @@ spool_io_requeue(struct reactor *r)
 
         if (ss->reactor % r->nreactors != r->index)
             continue;
+        spool_seg_name(ss->seg_id, name, sizeof(name));
         if (ss->pending == 0) {
-            if (!ss->keep && !ss->bad && spool_seg_unlink(r->cfg->spool_dir, ss->seg_id) == 0)
+            if (!ss->keep && !ss->bad && spool_seg_unlink(r->cfg->spool_dir, ss->seg_id) == 0) {
                 STAT_INC(r, segments_unlinked, 1);
+            } else if (fstatat(r->spool_dir_fd, name, &st, 0) == 0) {
+                /* left on disk (kept, or unreadable): counted until the next start */
+                STAT_INC(r, spool_segments, 1);
+                STAT_INC(r, spool_bytes, (uint64_t)st.st_size);
+            }
             continue;
         }
-        spool_seg_name(ss->seg_id, name, sizeof(name));
         fd = openat(r->spool_dir_fd, name, O_RDWR | O_CLOEXEC);
         if (fd == -1 || fstat(fd, &st) == -1) {
             log_msg(LOG_ERR, "event=spool_error reactor=%u what=reopen segment=%s error=\"%s\"",
@@ -979,6 +997,7 @@ spool_io_requeue(struct reactor *r)
         seg->pending = ss->pending; /* one that fails to requeue keeps the file */
         /* DONE records go after whatever the file ends with, torn tail included */
         seg->end = ((uint64_t)st.st_size + SPOOL_ALIGN - 1) & ~(uint64_t)(SPOOL_ALIGN - 1);
+        STAT_INC(r, spool_bytes, seg->end);
         for (size_t i = 0; i < idx->nmsg; i++) {
             const struct spool_msg *m = &idx->msg[i];
             struct qmsg *q;

@@ -20,6 +20,17 @@ clock_mono_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
+/* Monotonic microseconds, precise (a vDSO read): latencies observed into histograms,
+   once per message or attempt. */
+static inline uint64_t
+clock_mono_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
 /* Wall-clock milliseconds since the epoch, coarse: queue ids, dates, delays. */
 static inline uint64_t
 clock_wall_ms(void)

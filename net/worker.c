@@ -111,6 +111,7 @@ struct dest {
                                      worker's: retired, freed once nothing works for it */
     struct delivery *q, **q_tail; /* waiting */
     unsigned active;              /* sessions or jobs working for it */
+    unsigned mslot;               /* its slot in w->stats.dests (/metrics) */
     struct osess *idle;           /* connected sessions with nothing to do */
     struct dest *next;
 };
@@ -144,6 +145,7 @@ struct osess {
     uint32_t map_cap;
     struct body body;
     uint64_t deadline_ms, idle_since_ms;
+    uint64_t attempt_us; /* monotonic: when cur was taken (attempt duration) */
     unsigned uses;
     struct osess *next_idle;
 };
@@ -163,6 +165,7 @@ struct mdjob {
     int fd;
     char name[CONFIG_NAME_MAX + 96];
     char hdr[512];
+    uint64_t attempt_us; /* monotonic: when the job took cur */
     struct iovec *iov;
     int niov;
     size_t expect;
@@ -312,6 +315,12 @@ dest_get(struct worker *w, const struct delivery *d)
     x->route = d->route;
     x->snap = snapshot_ref(d->snap);
     x->q_tail = &x->q;
+    {
+        char name[CONFIG_PATH_MAX + 16];
+
+        hop_text(route_hop(x->route, 0), name, sizeof(name));
+        x->mslot = desttab_slot(&w->stats.dests, name);
+    }
     x->next = w->dtab[b];
     w->dtab[b] = x;
     w->ndest++;
@@ -433,6 +442,34 @@ worker_hold_preload(struct worker *w, const uint64_t *ids, size_t n)
             return -ENOMEM;
     }
     return 0;
+}
+
+/* x's sessions and jobs: x->active, mirrored in its /metrics slot. */
+static void
+dest_active(struct worker *w, struct dest *x, int delta)
+{
+    x->active = (unsigned)((int)x->active + delta);
+    desttab_active(&w->stats.dests, x->mslot, delta);
+}
+
+/* One attempt at d is over (start: clock_mono_us() when it began); its result is
+   read from the recipients it tried, rcpt[map[k]] for k < n (map NULL: 0..n). */
+static void
+attempt_observe(struct worker *w, const struct delivery *d, const uint32_t *map, uint32_t n,
+                uint64_t start)
+{
+    enum worker_attempt_result res = WORKER_ATTEMPT_DELIVERED;
+    uint64_t now = clock_mono_us();
+
+    for (uint32_t k = 0; k < n && res != WORKER_ATTEMPT_DEFERRED; k++) {
+        uint8_t st = d->state[map != NULL ? map[k] : k];
+
+        if (st == DLV_PENDING)
+            res = WORKER_ATTEMPT_DEFERRED;
+        else if (st == DLV_FAILED)
+            res = WORKER_ATTEMPT_FAILED;
+    }
+    hist_observe(&w->stats.attempt[res], &hist_attempt_duration, now > start ? now - start : 0);
 }
 
 /* Log one recipient's outcome, Postfix-style. tls: the session's TLS ("TLSv1.3 ...",
@@ -573,6 +610,8 @@ attempt_done(struct worker *w, struct dest *x, struct delivery *d, bool conn_fai
         d->msg->env.sender.len == 0 ? cfg->bounce_queue_lifetime : cfg->maximal_queue_lifetime;
 
     if (delivery_pending(d) == 0 || w->stopping) {
+        if (delivery_pending(d) == 0) /* delivered or bounced: not a release at shutdown */
+            hist_observe(&w->stats.residence, &hist_queue_residence, age * 1000);
         dsn_attach(w, d, b);
         give_back(w, d);
         return;
@@ -597,6 +636,7 @@ attempt_done(struct worker *w, struct dest *x, struct delivery *d, bool conn_fai
             log_rcpt(w, d, i, "deferred", relay, dsn,
                      d->diag[i] ? d->diag[i] : "4.4.1 no connection", NULL);
             WSTAT_INC(w, deferred);
+            desttab_deferred(&w->stats.dests, x->mslot, 1);
         }
     }
     d->hop = 0;
@@ -614,6 +654,7 @@ attempt_done(struct worker *w, struct dest *x, struct delivery *d, bool conn_fai
                      d->diag[i] ? d->diag[i] : "message expired", NULL);
             WSTAT_INC(w, failed);
         }
+        hist_observe(&w->stats.residence, &hist_queue_residence, age * 1000);
         dsn_attach(w, d, b);
         give_back(w, d);
         return;
@@ -807,6 +848,7 @@ os_rcpt_done(void *ctx, uint32_t k, enum smtp_rcpt_status st, const struct smtp_
             break; /* the connection never got going: attempt_done() fails over or logs it */
         log_rcpt(w, d, i, "deferred", relay, dsn, text, tls);
         WSTAT_INC(w, deferred);
+        desttab_deferred(&w->stats.dests, s->d->mslot, 1);
         break;
     }
 }
@@ -819,6 +861,7 @@ os_release_cur(struct osess *s, bool conn_failed)
     if (d == NULL)
         return;
     s->cur = NULL;
+    attempt_observe(s->w, d, s->map, s->sub.nrcpt, s->attempt_us);
     env_reset(&s->sub);
     attempt_done(s->w, s->d, d, conn_failed, &s->body);
     if (!s->body.loading)
@@ -871,6 +914,7 @@ os_start(struct osess *s, struct delivery *d)
         s->map[n++] = i;
     }
     s->cur = d;
+    s->attempt_us = clock_mono_us();
     rc = body_load(w, &s->body, d->msg, s->gen, s->idx, W_READ);
     if (rc == 0) {
         s->inflight = (uint16_t)(s->inflight + d->msg->nextent);
@@ -1178,7 +1222,7 @@ os_free(struct osess *s)
     body_free(&s->body);
     struct dest *x = s->d;
 
-    x->active--;
+    dest_active(w, x, -1);
     w->sess[s->idx] = NULL;
     w->sess_used--;
     free(s);
@@ -1234,7 +1278,7 @@ os_new(struct worker *w, struct dest *x, struct delivery *d)
     s->fd = -1;
     w->sess[idx] = s;
     w->sess_used++;
-    x->active++;
+    dest_active(w, x, 1);
     WSTAT_INC(w, sessions);
 
     rc = hop_addr(h, &ss, &sl);
@@ -1252,7 +1296,7 @@ os_new(struct worker *w, struct dest *x, struct delivery *d)
         /* no socket: the delivery is deferred (or fails over) at once */
         w->sess[idx] = NULL;
         w->sess_used--;
-        x->active--;
+        dest_active(w, x, -1);
         smtp_client_fini(&s->cl);
         env_free(&s->sub);
         free(s->tx);
@@ -1261,6 +1305,7 @@ os_new(struct worker *w, struct dest *x, struct delivery *d)
             if (d->state[i] == DLV_PENDING)
                 delivery_set_diag(d, i, "4.4.1 cannot connect to the next hop");
         }
+        attempt_observe(w, d, NULL, d->nrcpt, clock_mono_us()); /* over at once */
         attempt_done(w, x, d, true, NULL);
         return true;
     }
@@ -1468,6 +1513,7 @@ md_finish(struct mdjob *j, int err)
     struct worker *w = j->w;
     struct delivery *d = j->cur;
     char relay[CONFIG_PATH_MAX + 16], text[64];
+    uint64_t now;
 
     snprintf(relay, sizeof(relay), "maildir:%s", j->md ? j->md->path : "?");
     for (uint32_t i = 0; i < d->nrcpt; i++) {
@@ -1484,10 +1530,14 @@ md_finish(struct mdjob *j, int err)
             delivery_set_diag(d, i, text);
             log_rcpt(w, d, i, "deferred", relay, "4.3.0", text, NULL);
             WSTAT_INC(w, deferred);
+            desttab_deferred(&w->stats.dests, j->d->mslot, 1);
         }
     }
+    now = clock_mono_us();
+    hist_observe(&w->stats.attempt[err == 0 ? WORKER_ATTEMPT_DELIVERED : WORKER_ATTEMPT_DEFERRED],
+                 &hist_attempt_duration, now > j->attempt_us ? now - j->attempt_us : 0);
     w->jobs[j->idx] = NULL;
-    j->d->active--;
+    dest_active(w, j->d, -1);
     attempt_done(w, j->d, d, false, &j->body);
     body_free(&j->body);
     free(j->iov);
@@ -1614,8 +1664,9 @@ md_new(struct worker *w, struct dest *x, struct delivery *d)
     j->md = maildir_find(h->path);
     snprintf(j->name, sizeof(j->name), "%" PRIu64 ".M%" PRIu64 "R%uQ%s.%s", w->wall_ms / 1000,
              w->wall_ms % 1000, w->index, d->msg->env.qid, w->cfg->myhostname);
+    j->attempt_us = clock_mono_us();
     w->jobs[idx] = j;
-    x->active++;
+    dest_active(w, x, 1);
     if (j->md == NULL || body_load(w, &j->body, d->msg, j->gen, idx, W_MD_READ) < 0) {
         md_finish(j, -ENOENT);
         return true;

@@ -18,6 +18,8 @@
 #include <stdint.h>
 
 #include "core/config.h"
+#include "core/desttab.h"
+#include "core/histogram.h"
 #include "core/qfilter.h"
 #include "core/smtp_client.h"
 #include "net/logbuf.h"
@@ -29,10 +31,24 @@ struct worker;
 struct dest;
 struct ssl_ctx_st;
 
+/* The result label of ringmail_delivery_attempt_duration_seconds. */
+enum worker_attempt_result {
+    WORKER_ATTEMPT_DELIVERED = 0, /* every recipient tried got 2xx (or into the Maildir) */
+    WORKER_ATTEMPT_DEFERRED,      /* at least one recipient is still pending */
+    WORKER_ATTEMPT_FAILED,        /* none pending, at least one failed (5xx) */
+    WORKER_ATTEMPT_RESULTS
+};
+
 struct worker_stats {
     /* written by the owning worker only (relaxed), read by anyone */
     _Atomic uint64_t delivered, deferred, failed, sessions, connect_errors, loops;
     _Atomic uint64_t tls_handshakes, tls_failures;
+    /* arrival to delivered or bounced, per delivery (net/worker.c attempt_done) */
+    struct hist residence;
+    /* one attempt: the delivery taken into a session or Maildir job, to its result */
+    struct hist attempt[WORKER_ATTEMPT_RESULTS];
+    /* per destination: active sessions, deferred recipients (bounded, core/desttab.h) */
+    struct desttab dests;
 };
 
 /* Control operations: each acts on the deliveries the worker holds now (waiting in a
@@ -139,6 +155,10 @@ struct worker {
     unsigned ctl_seen;
 
     struct worker_stats stats;
+    /* the next worker of the array (calloc'd, not cache-line aligned) starts at least a cache
+       line past our counters, so no line holds both this thread's counters and fields the
+       next thread writes */
+    char stats_pad[64];
 };
 
 /* Main thread: post req to w; -EBUSY while w has not answered the previous one. */

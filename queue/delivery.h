@@ -34,8 +34,10 @@ struct qmsg {
     struct envelope env;      /* deep copy; immutable once the message is routed */
     struct spool_extent *ext; /* its DATA records */
     unsigned nextent;
-    uint64_t arrival_ms; /* wall clock */
-    uint32_t nleft;      /* recipients not finished yet (the owner's thread only) */
+    uint64_t arrival_ms;                /* wall clock */
+    uint32_t nleft;                     /* recipients not finished yet (the owner's thread only) */
+    struct qmsg *live_prev, *live_next; /* on the owner's list of queued messages (its thread
+                                           only; net/handoff.c) */
 };
 
 enum dlv_state {

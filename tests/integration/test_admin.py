@@ -98,9 +98,21 @@ def t_metrics(r):
     for fam, typ in types.items():
         if typ == "counter":
             r.check("counter %s ends in _total" % fam, fam.endswith("_total"))
-    r.check("every sample has a TYPE", all(
-        any(k == f or k.startswith(f + "{") for f in types) for k in samples),
-        [k for k in samples if not any(k == f or k.startswith(f + "{") for f in types)])
+    def typed(k):
+        base = k.partition("{")[0]
+        if base in types:
+            return True
+        return any(base == f + suf and types[f] == "histogram"
+                   for f in types for suf in ("_bucket", "_sum", "_count"))
+    r.check("every sample has a TYPE", all(typed(k) for k in samples),
+            [k for k in samples if not typed(k)])
+    for fam, typ in types.items():
+        if typ == "histogram":
+            r.check("histogram %s ends in _seconds" % fam, fam.endswith("_seconds"))
+            r.check("histogram %s has _bucket, _sum and _count" % fam,
+                    any(k.startswith(fam + "_bucket{") for k in samples)
+                    and any(k.partition("{")[0] == fam + "_sum" for k in samples)
+                    and any(k.partition("{")[0] == fam + "_count" for k in samples))
     r.eq("build info", samples.get('ringmail_build_info{version="%s"}' % version()), 1.0)
     start = samples.get("ringmail_start_time_seconds", 0)
     r.check("start time is about now", abs(start - time.time()) < 120, start)
@@ -157,6 +169,191 @@ def t_delivery_counters(r):
     r.eq("none deferred", after['ringmail_delivery_recipients_total{result="deferred"}'], 0)
     r.eq("none failed", after['ringmail_delivery_recipients_total{result="failed"}'], 0)
     r.eq("exit 0", srv.stop(), 0)
+
+
+def promtool_check(r, body, what):
+    promtool = shutil.which("promtool") or shutil.which("promtool", path="/usr/bin")
+    if not promtool:
+        return
+    p = subprocess.run([promtool, "check", "metrics"], input=body.encode(),
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30)
+    r.check("promtool check metrics: clean (%s)" % what,
+            p.returncode == 0 and not p.stdout.strip(),
+            (p.returncode, p.stdout.decode(errors="replace")))
+
+
+def histogram(samples, name, label=None):
+    """(cumulative [(le, count)] in le order, sum, count) of one histogram series."""
+    pre = name + "_bucket{" + (label + "," if label else "") + 'le="'
+    rows = []
+    for k, v in samples.items():
+        if k.startswith(pre):
+            le = k[len(pre):-2]
+            rows.append((float("inf") if le == "+Inf" else float(le), v))
+    rows.sort()
+    suffix = "{%s}" % label if label else ""
+    return rows, samples.get(name + "_sum" + suffix), samples.get(name + "_count" + suffix)
+
+
+def check_histogram(r, samples, name, label=None, count=None):
+    rows, hsum, hcount = histogram(samples, name, label)
+    what = name + ("{%s}" % label if label else "")
+    r.check("%s: buckets up to +Inf" % what, len(rows) >= 8 and rows[-1][0] == float("inf"),
+            rows)
+    r.check("%s: buckets cumulative and monotone" % what,
+            all(rows[i][1] <= rows[i + 1][1] for i in range(len(rows) - 1)), rows)
+    r.eq("%s: _count is the +Inf bucket" % what, hcount, rows[-1][1] if rows else None)
+    r.check("%s: _sum is there, >= 0" % what, hsum is not None and hsum >= 0, hsum)
+    if count is not None:
+        r.eq("%s: _count" % what, hcount, count)
+    return rows, hsum, hcount
+
+
+def spool_files(spool):
+    segs = [os.path.join(spool, n) for n in os.listdir(spool)
+            if n.startswith("seg-") and n.endswith(".rms")]
+    return len(segs), sum(os.path.getsize(p) for p in segs)
+
+
+def relay_server(name, hop_port, **opts):
+    port = rmtest.free_port()
+    o = {"admin_listen": "%s:%d" % (rmtest.LOOPBACK, port), "reactors": "2", "workers": "2",
+         "relayhost": "[%s]:%d" % (rmtest.LOOPBACK, hop_port)}
+    o.update(opts)
+    # its own working directory: a default maildir route never writes under the caller's
+    srv = rmtest.Server(name=name, opts=o, hold=False,
+                        cwd=rmtest.tempdir(prefix="rmtest-cwd-")).start()
+    srv.admin_port = port
+    return srv
+
+
+def t_histograms_and_spool(r):
+    """N messages relayed to a real smtp-sink: the commit histogram counts N, the
+    residence and attempt histograms count the N deliveries, the queue is empty again,
+    the spool gauges match the files."""
+    n = 5
+    sink = rmtest.Sink(name="sink-admin").start()
+    srv = relay_server("histograms", sink.port)
+    dest = 'destination="[%s]:%d"' % (rmtest.LOOPBACK, sink.port)
+    before = scrape(srv.admin_port)
+    r.eq("no commit observed yet", before["ringmail_commit_latency_seconds_count"], 0)
+    r.eq("the queue is empty", before["ringmail_queue_messages"], 0)
+    r.eq("no oldest message", before["ringmail_queue_oldest_message_age_seconds"], 0)
+    r.check("a segment per reactor at start", before["ringmail_spool_segments"] >= 2,
+            before["ringmail_spool_segments"])
+    send_mail(srv.port, n)
+    key = 'ringmail_delivery_recipients_total{result="delivered"}'
+    m = rmtest.wait_until(
+        lambda: (lambda m: m if m[key] >= n and m["ringmail_queue_messages"] == 0 else None)(
+            scrape(srv.admin_port)), 20)
+    m = m or scrape(srv.admin_port)
+    r.eq("all delivered", m[key], n)
+    r.eq("the sink has them", sink.count(), n)
+    check_histogram(r, m, "ringmail_commit_latency_seconds", count=n)
+    rows, hsum, _ = histogram(m, "ringmail_commit_latency_seconds")
+    r.check("commit latency sum: > 0, under 10 s a message", 0 < hsum < 10 * n, hsum)
+    check_histogram(r, m, "ringmail_queue_residence_seconds", count=n)
+    check_histogram(r, m, "ringmail_delivery_attempt_duration_seconds", 'result="delivered"',
+                    count=n)
+    for res in ("deferred", "failed"):
+        check_histogram(r, m, "ringmail_delivery_attempt_duration_seconds",
+                        'result="%s"' % res, count=0)
+    r.eq("queue gauge back to 0", m["ringmail_queue_messages"], 0)
+    r.eq("oldest age 0 when empty", m["ringmail_queue_oldest_message_age_seconds"], 0)
+    r.check("the destination is listed", "ringmail_destination_active_sessions{%s}" % dest in m,
+            sorted(k for k in m if "destination" in k))
+    r.eq("no deferrals for it", m.get("ringmail_destination_deferrals_total{%s}" % dest), 0)
+    r.check("spool gauges > 0", m["ringmail_spool_segments"] > 0 and m["ringmail_spool_bytes"] > 0,
+            (m["ringmail_spool_segments"], m["ringmail_spool_bytes"]))
+
+    # the DONE records may still be on their way: the gauges and the files agree once
+    # the writes are done
+    def agree():
+        g = scrape(srv.admin_port)
+        f = spool_files(srv.spool)
+        return (g, f) if (g["ringmail_spool_segments"], g["ringmail_spool_bytes"]) == f else None
+    got = rmtest.wait_until(agree, 10)
+    g = scrape(srv.admin_port)
+    r.check("spool segments and bytes match the files in spool_dir", got,
+            ((g["ringmail_spool_segments"], g["ringmail_spool_bytes"]), spool_files(srv.spool)))
+    st, _, body = rmtest.http_get(srv.admin_port, "/metrics")
+    promtool_check(r, body, "after deliveries")
+    r.eq("exit 0", srv.stop(), 0)
+    sink.stop()
+
+
+def t_queue_next_hop_down(r):
+    """The next hop down: the queue gauge shows the messages, the oldest age grows, the
+    destination's deferrals count; once the hop is up, everything drains to 0."""
+    n = 3
+    hop = rmtest.free_port()  # nobody listens there (yet)
+    srv = relay_server("hopdown", hop, minimal_backoff_time="1s", maximal_backoff_time="1s",
+                       smtp_connection_cache_time_limit="1s")
+    dest = 'destination="[%s]:%d"' % (rmtest.LOOPBACK, hop)
+    dkey = "ringmail_destination_deferrals_total{%s}" % dest
+    send_mail(srv.port, n)
+    m = rmtest.wait_until(
+        lambda: (lambda m: m if m["ringmail_queue_messages"] == n and m.get(dkey, 0) >= n
+                 else None)(scrape(srv.admin_port)), 15)
+    m = m or scrape(srv.admin_port)
+    r.eq("the queue gauge shows the messages", m["ringmail_queue_messages"], n)
+    r.check("the destination's deferrals count them", m.get(dkey, 0) >= n,
+            sorted((k, v) for k, v in m.items() if "destination" in k))
+    r.check("deferred attempts observed",
+            m['ringmail_delivery_attempt_duration_seconds_count{result="deferred"}'] >= 1,
+            m['ringmail_delivery_attempt_duration_seconds_count{result="deferred"}'])
+    r.eq("no residence observed: nothing finished", m["ringmail_queue_residence_seconds_count"],
+         0)
+    r.eq("nothing delivered", m['ringmail_delivery_recipients_total{result="delivered"}'], 0)
+    a1 = m["ringmail_queue_oldest_message_age_seconds"]
+    r.check("the oldest age is about how long ago they came", 0 < a1 < 30, a1)
+    time.sleep(1.5)
+    m2 = scrape(srv.admin_port)
+    a2 = m2["ringmail_queue_oldest_message_age_seconds"]
+    r.check("the oldest age grows", a2 >= a1 + 1.0, (a1, a2))
+    r.check("deferrals go on counting with retries", m2[dkey] >= m[dkey], (m[dkey], m2[dkey]))
+    st, _, body = rmtest.http_get(srv.admin_port, "/metrics")
+    promtool_check(r, body, "next hop down")
+
+    # a restart with the messages still queued: recovered messages and segments count
+    r.eq("stopped with mail queued: exit 0", srv.stop(), 0)
+    srv.start()
+    m4 = rmtest.wait_until(
+        lambda: (lambda m: m if m["ringmail_queue_messages"] == n else None)(
+            scrape(srv.admin_port)), 10)
+    m4 = m4 or scrape(srv.admin_port)
+    r.eq("after a restart the recovered messages are counted", m4["ringmail_queue_messages"], n)
+    a4 = m4["ringmail_queue_oldest_message_age_seconds"]
+    # a recovered arrival has whole seconds
+    r.check("their oldest age goes on from before the restart", a4 >= a2 - 1.0, (a2, a4))
+
+    def agree():
+        g = scrape(srv.admin_port)
+        f = spool_files(srv.spool)
+        return (g, f) if (g["ringmail_spool_segments"], g["ringmail_spool_bytes"]) == f else None
+    got = rmtest.wait_until(agree, 10)
+    g = scrape(srv.admin_port)
+    r.check("recovered segments: the spool gauges match the files", got,
+            ((g["ringmail_spool_segments"], g["ringmail_spool_bytes"]), spool_files(srv.spool)))
+
+    sink = rmtest.Sink(port=hop, name="sink-late-admin").start()
+    m3 = rmtest.wait_until(
+        lambda: (lambda m: m if m["ringmail_queue_messages"] == 0 else None)(
+            scrape(srv.admin_port)), 20)
+    m3 = m3 or scrape(srv.admin_port)
+    r.eq("queue gauge back to 0 once delivered", m3["ringmail_queue_messages"], 0)
+    r.eq("oldest age back to 0", m3["ringmail_queue_oldest_message_age_seconds"], 0)
+    r.eq("all delivered", m3['ringmail_delivery_recipients_total{result="delivered"}'], n)
+    check_histogram(r, m3, "ringmail_queue_residence_seconds", count=n)
+    rows, hsum, _ = histogram(m3, "ringmail_queue_residence_seconds")
+    r.check("they waited at least 1.5 s each", hsum >= 1.5 * n, hsum)
+    akey = "ringmail_destination_active_sessions{%s}" % dest
+    r.check("the destination's active sessions gauge is there", akey in m3, sorted(m3))
+    idle = rmtest.wait_until(lambda: scrape(srv.admin_port).get(akey) == 0, 10)
+    r.check("and drops to 0 once the cached sessions close", idle,
+            scrape(srv.admin_port).get(akey))
+    r.eq("exit 0", srv.stop(), 0)
+    sink.stop()
 
 
 def version():
@@ -363,5 +560,6 @@ def t_readyz_spool(r):
 
 
 if __name__ == "__main__":
-    rmtest.main([t_health_and_ready, t_metrics, t_delivery_counters, t_errors, t_slow_clients, t_token,
+    rmtest.main([t_health_and_ready, t_metrics, t_delivery_counters, t_histograms_and_spool,
+                 t_queue_next_hop_down, t_errors, t_slow_clients, t_token,
                  t_bad_admin_listen, t_readyz_spool])

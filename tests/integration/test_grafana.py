@@ -167,8 +167,12 @@ def t_metrics_exist(r):
     print("   the dashboard uses %d metrics" % len(used), flush=True)
 
     port = rmtest.free_port()
-    srv = rmtest.Server(name="grafana", opts={"admin_listen": "127.0.0.1:%d" % port,
-                                              "reactors": "2", "workers": "2"}).start()
+    # delivering to a next hop that is down: the message stays queued and deferred, so
+    # the per-destination series (labelled by that hop) are exported too
+    srv = rmtest.Server(name="grafana", hold=False, cwd=rmtest.tempdir(prefix="rmtest-cwd-"),
+                        opts={"admin_listen": "127.0.0.1:%d" % port, "reactors": "2",
+                              "workers": "2",
+                              "relayhost": "[127.0.0.1]:%d" % rmtest.free_port()}).start()
     s = smtplib.SMTP(rmtest.LOOPBACK, srv.port, timeout=30)
     try:
         s.ehlo("client.example")
@@ -191,7 +195,9 @@ def t_metrics_exist(r):
     def received():
         body = scrape()
         m = re.search(r"^ringmail_messages_received_total (\S+)$", body, re.M)
-        return body if m and float(m.group(1)) >= 1 else None
+        # and a worker has taken its delivery: its destination is listed
+        return body if m and float(m.group(1)) >= 1 and re.search(
+            r"^ringmail_destination_deferrals_total\{", body, re.M) else None
 
     body = rmtest.wait_until(received, 10) or scrape()
     names, types = parse_scrape(body)
