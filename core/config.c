@@ -2344,6 +2344,20 @@ listen_key_name(unsigned kind)
 }
 
 int
+config_read(struct ringmail_config *cfg, const char *file, char *const *ov, int nov, char *err,
+            size_t errlen)
+{
+    config_defaults(cfg);
+    if (file != NULL && config_load_file(cfg, file, err, errlen) < 0)
+        return -1;
+    for (int i = 0; i < nov; i++) {
+        if (config_set(cfg, ov[i], err, errlen) < 0)
+            return -1;
+    }
+    return config_finish(cfg, err, errlen);
+}
+
+int
 config_finish(struct ringmail_config *cfg, char *err, size_t errlen)
 {
     char a[32], b[32];

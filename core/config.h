@@ -262,6 +262,14 @@ int config_set(struct ringmail_config *cfg, const char *kv, char *err, size_t er
 int config_finish(struct ringmail_config *cfg, char *err, size_t errlen);
 
 /*
+ * The whole reading, as ringmail does it at start-up and on SIGHUP: the
+ * defaults, then the file (NULL: none), then each of ov[0..nov) as -o does,
+ * then config_finish(). 0, or -1 with the first error in err.
+ */
+int config_read(struct ringmail_config *cfg, const char *file, char *const *ov, int nov, char *err,
+                size_t errlen);
+
+/*
  * Write h's canonical text into buf[0..n): "smtp:[host]:port",
  * "lmtp:[host]:port", "lmtp:unix:/path" or "maildir:/path"; the loader reads
  * it back to the same hop. Returns the length snprintf() would have written

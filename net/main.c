@@ -113,18 +113,8 @@ load_config(struct ringmail_config *cfg, const char *file, char **overrides, int
 {
     char err[CONFIG_ERR_MAX];
 
-    config_defaults(cfg);
-    if (file != NULL && config_load_file(cfg, file, err, sizeof(err)) < 0)
-        goto bad;
-    for (int i = 0; i < noverrides; i++) {
-        if (config_set(cfg, overrides[i], err, sizeof(err)) < 0)
-            goto bad;
-    }
-    if (config_finish(cfg, err, sizeof(err)) < 0)
-        goto bad;
-    return 0;
-
-bad:
+    if (config_read(cfg, file, overrides, noverrides, err, sizeof(err)) == 0)
+        return 0;
     fprintf(stderr, "ringmail: %s\n", err);
     return 1;
 }
@@ -423,12 +413,7 @@ reload_config(const struct reload_src *src, struct snapshot **cur, struct reacto
         log_msg(LOG_ERR, "event=reload what=config result=refused error=\"out of memory\"");
         return;
     }
-    config_defaults(ncfg);
-    rc = src->file != NULL ? config_load_file(ncfg, src->file, err, sizeof(err)) : 0;
-    for (int i = 0; i < src->nov && rc == 0; i++)
-        rc = config_set(ncfg, src->ov[i], err, sizeof(err));
-    if (rc == 0)
-        rc = config_finish(ncfg, err, sizeof(err));
+    rc = config_read(ncfg, src->file, src->ov, src->nov, err, sizeof(err));
     if (rc == 0) {
         keep_restart_keys(ncfg, &(*cur)->cfg);
         rc = worker_maildirs(ncfg, err, sizeof(err));

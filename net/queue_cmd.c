@@ -42,17 +42,8 @@ load(struct ringmail_config *cfg, const char *file, char **ov, int nov)
 {
     char err[CONFIG_ERR_MAX];
 
-    config_defaults(cfg);
-    if (file != NULL && config_load_file(cfg, file, err, sizeof(err)) < 0)
-        goto bad;
-    for (int i = 0; i < nov; i++) {
-        if (config_set(cfg, ov[i], err, sizeof(err)) < 0)
-            goto bad;
-    }
-    if (config_finish(cfg, err, sizeof(err)) < 0)
-        goto bad;
-    return 0;
-bad:
+    if (config_read(cfg, file, ov, nov, err, sizeof(err)) == 0)
+        return 0;
     fprintf(stderr, "ringmail: %s\n", err);
     return -1;
 }

@@ -1286,3 +1286,28 @@ Test(config, every_key_is_documented)
     free(example);
     free(doc);
 }
+
+/* config_read(): defaults, the file, then the overrides in order, then the checks. */
+Test(config, read_file_then_overrides)
+{
+    static struct ringmail_config cfg;
+    const char *text = "myhostname: file.example\nsmtpd_timeout: 20s\n";
+    char *ov[] = { "myhostname=first.example", "myhostname=last.example" };
+    char *bad[] = { "smtpd_timeout=fast" }, *nocert[] = { "smtps_listen=127.0.0.1:4650" };
+    char err[ERRLEN];
+    struct tmp t;
+
+    tmp_write(&t, text, strlen(text));
+    cr_assert_eq(config_read(&cfg, t.path, ov, 2, err, sizeof(err)), 0, "%s", err);
+    cr_assert_str_eq(cfg.myhostname, "last.example");
+    cr_assert_eq(cfg.smtpd_timeout, 20000);
+    cr_assert_eq(cfg.smtpd_recipient_limit, 1000, "a default stays");
+    cr_assert_eq(config_read(&cfg, t.path, bad, 1, err, sizeof(err)), -1);
+    cr_assert(strstr(err, "smtpd_timeout") != NULL, "%s", err);
+    /* the cross-key checks run too: smtps_listen without a certificate */
+    cr_assert_eq(config_read(&cfg, t.path, nocert, 1, err, sizeof(err)), -1);
+    cr_assert(strstr(err, "tls_cert_file") != NULL, "%s", err);
+    cr_assert_eq(config_read(&cfg, NULL, NULL, 0, err, sizeof(err)), 0, "%s", err);
+    cr_assert_str_neq(cfg.myhostname, "last.example", "no file, no overrides: the defaults");
+    tmp_drop(&t);
+}
