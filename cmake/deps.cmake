@@ -17,6 +17,7 @@ ringmail_require_pkg(URING "liburing>=2.3" liburing-dev)
 ringmail_require_pkg(YAML yaml-0.1 libyaml-dev)
 ringmail_require_pkg(XXHASH libxxhash libxxhash-dev)
 ringmail_require_pkg(CRYPT libcrypt libcrypt-dev) # libxcrypt: crypt_rn, crypt_checksalt
+ringmail_require_pkg(JANSSON jansson libjansson-dev) # `ringmail queue` reads /queue's JSON
 if(RINGMAIL_USE_JEMALLOC)
   ringmail_require_pkg(JEMALLOC jemalloc libjemalloc-dev)
 endif()

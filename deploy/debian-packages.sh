@@ -4,7 +4,7 @@
 #   sh deploy/debian-packages.sh test     # also what the tests and benchmarks use
 set -eu
 BUILD="build-essential cmake ninja-build pkg-config liburing-dev android-libboringssl-dev \
-libjemalloc-dev libcriterion-dev libcyaml-dev libyaml-dev libxxhash-dev libcrypt-dev"
+libjemalloc-dev libcriterion-dev libcyaml-dev libyaml-dev libxxhash-dev libcrypt-dev libjansson-dev"
 # prometheus: only its promtool, which lints the /metrics output (test_admin.py);
 # it pulls a few JavaScript libraries for its web UI, nothing that runs
 TEST="python3 swaks postfix clang-format openssl libnet-ssleay-perl haproxy whois mandoc prometheus clang libclang-rt-14-dev"

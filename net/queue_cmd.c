@@ -8,6 +8,7 @@
 #include "net/queue_cmd.h"
 
 #include <errno.h>
+#include <jansson.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -21,7 +22,6 @@
 
 #include "core/compiler.h"
 #include "core/config.h"
-#include "core/json.h"
 #include "core/log.h"
 #include "net/util.h"
 #include "queue/spool.h"
@@ -193,60 +193,39 @@ request(const struct ringmail_config *cfg, const char *method, const char *path,
     return 0;
 }
 
-/* ---- printing ---- */
+/* ---- printing (the answers are read with jansson) ---- */
 
-struct doc {
-    const char *s;
-    struct json_tok *t;
-    long n;
-};
-
-static int
-doc_parse(struct doc *d, const char *s, size_t len)
-{
-    size_t cap = len / 2 + 16;
-
-    d->s = s;
-    d->t = calloc(cap, sizeof(*d->t));
-    d->n = d->t == NULL ? -1 : json_parse(s, len, d->t, cap);
-    return d->n < 0 ? -1 : 0;
-}
-
-/* The string member key of object obj, unescaped, control octets as '?'. */
+/* The string member key of obj, control octets as '?' (NUL included); "" when absent. */
 static const char *
-member(const struct doc *d, size_t obj, const char *key, char *buf, size_t cap)
+member(const json_t *obj, const char *key, char *buf, size_t cap)
 {
-    long v = json_get(d->s, d->t, obj, key);
+    const json_t *v = json_object_get(obj, key);
+    size_t n = 0;
 
-    buf[0] = '\0';
-    if (v >= 0 && d->t[v].type == JSON_STRING) {
-        size_t n = json_str(d->s, &d->t[v], buf, cap);
-
+    if (json_is_string(v)) {
+        n = MIN(json_string_length(v), cap - 1);
+        memcpy(buf, json_string_value(v), n);
         for (size_t i = 0; i < n; i++) {
             if ((unsigned char)buf[i] < 0x20 || buf[i] == 0x7f)
                 buf[i] = '?';
         }
     }
+    buf[n] = '\0';
     return buf;
 }
 
 static uint64_t
-member_u64(const struct doc *d, size_t obj, const char *key)
+member_u64(const json_t *obj, const char *key)
 {
-    long v = json_get(d->s, d->t, obj, key);
-    uint64_t x = 0;
+    const json_t *v = json_object_get(obj, key);
 
-    if (v >= 0)
-        (void)json_u64(d->s, &d->t[v], &x);
-    return x;
+    return json_is_integer(v) && json_integer_value(v) > 0 ? (uint64_t)json_integer_value(v) : 0;
 }
 
 static bool
-member_true(const struct doc *d, size_t obj, const char *key)
+member_true(const json_t *obj, const char *key)
 {
-    long v = json_get(d->s, d->t, obj, key);
-
-    return v >= 0 && d->t[v].type == JSON_TRUE;
+    return json_is_true(json_object_get(obj, key));
 }
 
 /* asctime()'s first 20 columns in UTC, as the offline listing prints them. */
@@ -262,62 +241,55 @@ format_time(uint64_t t, char out[32])
 
 /* `queue list`: postqueue -p's layout; '!' after the id: held; '*': in an attempt now. */
 static int
-print_list(const struct doc *d)
+print_list(const json_t *doc)
 {
-    long msgs = json_get(d->s, d->t, 0, "messages");
+    const json_t *msgs = json_object_get(doc, "messages"), *m;
     uint64_t total = 0;
-    size_t m, count;
+    size_t k, count;
     char buf[1024];
 
-    if (msgs < 0 || d->t[msgs].type != JSON_ARRAY)
+    if (!json_is_array(msgs))
         return -1;
-    count = d->t[msgs].size;
+    count = json_array_size(msgs);
     if (count == 0) {
         fputs("Mail queue is empty\n", stdout);
         return 0;
     }
     fputs("-Queue ID-       --Size-- ----Arrival Time---- -Sender/Recipient-------\n", stdout);
-    m = (size_t)msgs + 1;
-    for (size_t k = 0; k < count; k++, m = json_skip(d->t, m)) {
-        char qid[64], when[32];
+    json_array_foreach(msgs, k, m)
+    {
+        const json_t *rcpts = json_object_get(m, "recipients"), *r;
+        uint64_t size = member_u64(m, "size");
+        char qid[64], when[32], last[1024] = "";
         bool active = false;
-        long rc = json_get(d->s, d->t, m, "recipients");
-        uint64_t size = member_u64(d, m, "size");
+        size_t i;
 
-        member(d, m, "qid", qid, sizeof(qid));
-        format_time(member_u64(d, m, "arrival_time"), when);
-        if (rc >= 0) {
-            size_t r = (size_t)rc + 1;
-
-            for (size_t i = 0; i < d->t[rc].size; i++, r = json_skip(d->t, r))
-                active |= strcmp(member(d, r, "state", buf, sizeof(buf)), "active") == 0;
-        }
+        member(m, "qid", qid, sizeof(qid));
+        format_time(member_u64(m, "arrival_time"), when);
+        json_array_foreach(rcpts, i, r) active |=
+            strcmp(member(r, "state", buf, sizeof(buf)), "active") == 0;
         printf("%s%c%8" PRIu64 " %s ", qid,
-               member_true(d, m, "held") ? '!'
-               : active                  ? '*'
-                                         : ' ',
+               member_true(m, "held") ? '!'
+               : active               ? '*'
+                                      : ' ',
                size, when);
-        member(d, m, "sender", buf, sizeof(buf));
+        member(m, "sender", buf, sizeof(buf));
         printf("%s\n", buf[0] != '\0' ? buf : "MAILER-DAEMON");
-        if (rc >= 0) {
-            size_t r = (size_t)rc + 1;
-            char last[1024] = "";
-
-            for (size_t i = 0; i < d->t[rc].size; i++, r = json_skip(d->t, r)) {
-                member(d, r, "last_reply", buf, sizeof(buf));
-                if (buf[0] != '\0' && strcmp(buf, last) != 0) {
-                    printf("(%s)\n", buf);
-                    snprintf(last, sizeof(last), "%s", buf);
-                }
-                printf("%47s%s\n", "", member(d, r, "address", buf, sizeof(buf)));
+        json_array_foreach(rcpts, i, r)
+        {
+            member(r, "last_reply", buf, sizeof(buf));
+            if (buf[0] != '\0' && strcmp(buf, last) != 0) {
+                printf("(%s)\n", buf);
+                snprintf(last, sizeof(last), "%s", buf);
             }
+            printf("%47s%s\n", "", member(r, "address", buf, sizeof(buf)));
         }
         putchar('\n');
         total += size;
     }
     printf("-- %" PRIu64 " Kbytes in %zu Request%s.\n", (total + 1023) / 1024, count,
            count == 1 ? "" : "s");
-    if (member_true(d, 0, "truncated"))
+    if (member_true(doc, "truncated"))
         fprintf(stderr, "ringmail: queue list: the list is cut at its limit (the endpoint's "
                         "limit=100000); GET /queue with filters narrows it\n");
     return 0;
@@ -325,42 +297,36 @@ print_list(const struct doc *d)
 
 /* `queue show`: the envelope, each recipient's state, then the stored message. */
 static int
-print_show(const struct doc *d)
+print_show(const json_t *doc)
 {
+    const json_t *rcpts = json_object_get(doc, "recipients"), *body = json_object_get(doc, "body");
+    const json_t *r;
     char buf[4096], qid[64];
-    long rc = json_get(d->s, d->t, 0, "recipients"), b = json_get(d->s, d->t, 0, "body");
+    size_t i;
 
-    member(d, 0, "qid", qid, sizeof(qid));
+    member(doc, "qid", qid, sizeof(qid));
     printf("*** ENVELOPE RECORDS %s ***\n", qid);
-    printf("message_size: %" PRIu64 "\n", member_u64(d, 0, "size"));
-    printf("arrival_time: %" PRIu64 "\n", member_u64(d, 0, "arrival_time"));
-    printf("client_address: %s\n", member(d, 0, "client", buf, sizeof(buf)));
-    printf("helo_name: %s\n", member(d, 0, "helo", buf, sizeof(buf)));
-    printf("sender: %s\n", member(d, 0, "sender", buf, sizeof(buf)));
-    printf("held: %s\n", member_true(d, 0, "held") ? "yes" : "no");
-    if (rc >= 0) {
-        size_t r = (size_t)rc + 1;
+    printf("message_size: %" PRIu64 "\n", member_u64(doc, "size"));
+    printf("arrival_time: %" PRIu64 "\n", member_u64(doc, "arrival_time"));
+    printf("client_address: %s\n", member(doc, "client", buf, sizeof(buf)));
+    printf("helo_name: %s\n", member(doc, "helo", buf, sizeof(buf)));
+    printf("sender: %s\n", member(doc, "sender", buf, sizeof(buf)));
+    printf("held: %s\n", member_true(doc, "held") ? "yes" : "no");
+    json_array_foreach(rcpts, i, r)
+    {
+        char st[32];
 
-        for (size_t i = 0; i < d->t[rc].size; i++, r = json_skip(d->t, r)) {
-            char st[32];
-
-            printf("recipient: %s\n", member(d, r, "address", buf, sizeof(buf)));
-            printf("  state: %s, attempts: %" PRIu64 "\n", member(d, r, "state", st, sizeof(st)),
-                   member_u64(d, r, "attempts"));
-            if (member(d, r, "last_reply", buf, sizeof(buf))[0] != '\0')
-                printf("  last_reply: %s\n", buf);
-        }
+        printf("recipient: %s\n", member(r, "address", buf, sizeof(buf)));
+        printf("  state: %s, attempts: %" PRIu64 "\n", member(r, "state", st, sizeof(st)),
+               member_u64(r, "attempts"));
+        if (member(r, "last_reply", buf, sizeof(buf))[0] != '\0')
+            printf("  last_reply: %s\n", buf);
     }
-    if (b >= 0 && d->t[b].type == JSON_STRING) {
-        size_t cap = d->t[b].end - d->t[b].start + 1;
-        char *body = malloc(cap);
-
-        if (body == NULL)
-            return -1;
+    if (json_is_string(body)) {
+        /* the stored octets as they are: JSON_ALLOW_NUL keeps a NUL in the content */
         printf("*** MESSAGE CONTENTS %s ***\n", qid);
-        fwrite(body, 1, json_str(d->s, &d->t[b], body, cap), stdout);
+        fwrite(json_string_value(body), 1, json_string_length(body), stdout);
         printf("*** END OF MESSAGE %s ***\n", qid);
-        free(body);
     }
     return 0;
 }
@@ -556,27 +522,28 @@ queue_cmd(int argc, char **argv, const char *file, char **ov_in, int nov_in)
     {
         const char *body = r.buf + r.body_off;
         size_t blen = r.len - r.body_off;
-        struct doc d = { 0 };
+        json_t *doc = NULL;
         char msg[1024];
 
         if (json) {
             fwrite(body, 1, blen, stdout);
             rc = r.status / 100 == 2 ? 0 : 1;
-        } else if (doc_parse(&d, body, blen) < 0 || d.t[0].type != JSON_OBJECT) {
+        } else if ((doc = json_loadb(body, blen, JSON_ALLOW_NUL, NULL)) == NULL ||
+                   !json_is_object(doc)) {
             fprintf(stderr, "ringmail: queue %s: HTTP %d, and the answer is not JSON\n", sub,
                     r.status);
             rc = 1;
         } else if (r.status / 100 != 2) {
-            member(&d, 0, "error", msg, sizeof(msg));
+            member(doc, "error", msg, sizeof(msg));
             fprintf(stderr, "ringmail: queue %s: %s (HTTP %d)\n", sub,
                     msg[0] != '\0' ? msg : "refused", r.status);
             rc = 1;
         } else if (strcmp(sub, "list") == 0) {
-            rc = print_list(&d) < 0 ? 1 : 0;
+            rc = print_list(doc) < 0 ? 1 : 0;
         } else if (strcmp(sub, "show") == 0) {
-            rc = print_show(&d) < 0 ? 1 : 0;
+            rc = print_show(doc) < 0 ? 1 : 0;
         } else {
-            uint64_t dl = member_u64(&d, 0, "deliveries"), act = member_u64(&d, 0, "active");
+            uint64_t dl = member_u64(doc, "deliveries"), act = member_u64(doc, "active");
 
             if (qid != NULL)
                 printf("%s: %s: %" PRIu64 " deliver%s", sub, qid, dl, dl == 1 ? "y" : "ies");
@@ -588,7 +555,7 @@ queue_cmd(int argc, char **argv, const char *file, char **ov_in, int nov_in)
             putchar('\n');
             rc = 0;
         }
-        free(d.t);
+        json_decref(doc);
     }
     free(r.buf);
     return rc;
