@@ -215,6 +215,18 @@ def spool_files(spool):
     return len(segs), sum(os.path.getsize(p) for p in segs)
 
 
+def spool_gauges_match(r, srv, what):
+    """ringmail_spool_segments/_bytes against the files in spool_dir. The DONE records
+    may still be on their way: the gauges and the files agree once the writes are done."""
+    def agree():
+        g = scrape(srv.admin_port)
+        return (g["ringmail_spool_segments"], g["ringmail_spool_bytes"]) == spool_files(srv.spool)
+    got = rmtest.wait_until(agree, 10)
+    g = scrape(srv.admin_port)
+    r.check(what, got,
+            ((g["ringmail_spool_segments"], g["ringmail_spool_bytes"]), spool_files(srv.spool)))
+
+
 def relay_server(name, hop_port, **opts):
     port = rmtest.free_port()
     o = {"admin_listen": "%s:%d" % (rmtest.LOOPBACK, port), "reactors": "2", "workers": "2",
@@ -266,16 +278,7 @@ def t_histograms_and_spool(r):
     r.check("spool gauges > 0", m["ringmail_spool_segments"] > 0 and m["ringmail_spool_bytes"] > 0,
             (m["ringmail_spool_segments"], m["ringmail_spool_bytes"]))
 
-    # the DONE records may still be on their way: the gauges and the files agree once
-    # the writes are done
-    def agree():
-        g = scrape(srv.admin_port)
-        f = spool_files(srv.spool)
-        return (g, f) if (g["ringmail_spool_segments"], g["ringmail_spool_bytes"]) == f else None
-    got = rmtest.wait_until(agree, 10)
-    g = scrape(srv.admin_port)
-    r.check("spool segments and bytes match the files in spool_dir", got,
-            ((g["ringmail_spool_segments"], g["ringmail_spool_bytes"]), spool_files(srv.spool)))
+    spool_gauges_match(r, srv, "spool segments and bytes match the files in spool_dir")
     st, _, body = rmtest.http_get(srv.admin_port, "/metrics")
     promtool_check(r, body, "after deliveries")
     r.eq("exit 0", srv.stop(), 0)
@@ -327,14 +330,7 @@ def t_queue_next_hop_down(r):
     # a recovered arrival has whole seconds
     r.check("their oldest age goes on from before the restart", a4 >= a2 - 1.0, (a2, a4))
 
-    def agree():
-        g = scrape(srv.admin_port)
-        f = spool_files(srv.spool)
-        return (g, f) if (g["ringmail_spool_segments"], g["ringmail_spool_bytes"]) == f else None
-    got = rmtest.wait_until(agree, 10)
-    g = scrape(srv.admin_port)
-    r.check("recovered segments: the spool gauges match the files", got,
-            ((g["ringmail_spool_segments"], g["ringmail_spool_bytes"]), spool_files(srv.spool)))
+    spool_gauges_match(r, srv, "recovered segments: the spool gauges match the files")
 
     sink = rmtest.Sink(port=hop, name="sink-late-admin").start()
     m3 = rmtest.wait_until(
