@@ -145,7 +145,7 @@ qfilter_parse(struct qfilter *f, struct slice q, char *err, size_t errlen)
 
     while (i < q.len) {
         size_t j = i, eq;
-        struct slice key, val;
+        struct slice key, raw, val;
         char buf[QFILTER_TEXT_MAX];
         long n;
 
@@ -154,11 +154,12 @@ qfilter_parse(struct qfilter *f, struct slice q, char *err, size_t errlen)
         for (eq = i; eq < j && q.p[eq] != '='; eq++)
             ;
         key = slice_make(q.p + i, eq - i);
-        val = eq < j ? slice_make(q.p + eq + 1, j - eq - 1) : slice_make(q.p + j, 0);
+        /* "key" without '=' has an empty value */
+        raw = eq < j ? slice_make(q.p + eq + 1, j - eq - 1) : slice_make(q.p + j, 0);
         i = j + 1;
         if (key.len == 0)
             continue; /* "a=1&&b=2", or a trailing '&' */
-        n = decode(val, buf, sizeof(buf), false);
+        n = decode(raw, buf, sizeof(buf), false);
         if (n < 0) {
             snprintf(err, errlen, "%.*s: bad value (a bad %%-escape, or over %d octets)",
                      (int)MIN(key.len, 32), key.p, QFILTER_TEXT_MAX - 1);
@@ -166,7 +167,7 @@ qfilter_parse(struct qfilter *f, struct slice q, char *err, size_t errlen)
         }
         val = slice_make(buf, (size_t)n);
         if (is(key, "domain")) {
-            n = decode(slice_make(q.p + eq + 1, j - eq - 1), f->domain, sizeof(f->domain), true);
+            n = decode(raw, f->domain, sizeof(f->domain), true);
             f->domain_len = (size_t)n;
             if (f->domain_len > 0 && f->domain[0] == '.') { /* domain=.example.com: the same */
                 memmove(f->domain, f->domain + 1, f->domain_len);
@@ -184,8 +185,7 @@ qfilter_parse(struct qfilter *f, struct slice q, char *err, size_t errlen)
                 snprintf(err, errlen, "sender: empty (sender=<> selects the null sender)");
                 return -1;
             } else {
-                n = decode(slice_make(q.p + eq + 1, j - eq - 1), f->sender, sizeof(f->sender),
-                           true);
+                n = decode(raw, f->sender, sizeof(f->sender), true);
                 f->sender_len = (size_t)n;
                 f->sender_null = false;
             }

@@ -150,7 +150,8 @@ def t_queue(r):
          (200, 2, 2, True))
     r.eq("not truncated without a limit", get(srv, "/queue")[2]["truncated"], False)
     for q, why in (("min_age=5x", "min_age"), ("colour=red", "unknown filter"),
-                   ("state=gone", "state"), ("limit=0", "limit")):
+                   ("state=gone", "state"), ("limit=0", "limit"),
+                   ("domain", "domain"), ("sender&domain", "sender")):
         st, hdr, d = get(srv, "/queue?" + q)
         r.check("400 for %s" % q, st == 400 and why in d.get("error", "") and
                 hdr.get("content-type") == "application/json", (st, d))
