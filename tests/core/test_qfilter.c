@@ -201,8 +201,8 @@ Test(qfilter, state_names)
    heap copy of exactly its length, so ASan sees any over-read. */
 Test(qfilter, key_without_value)
 {
-    static const char *const qs[] = { "domain", "sender", "domain&sender", "limit", "state",
-                                      "min_age" };
+    static const char *const qs[] = { "domain", "sender", "domain&sender",
+                                      "limit",  "state",  "min_age" };
     struct qfilter f;
     char err[256];
 
