@@ -31,21 +31,14 @@
 
 #include "net/auth.h"
 
+#define STRESS_NAME "stress_auth"
+#include "stress.h"
+
 /* BULK requests per reactor with every slot in use, then PINGS with one outstanding at a
    time, so that each verdict is the first push on an empty done stack and only its notify
    can wake the reactor */
 enum { REACTORS = 2, VERIFIERS = 3, BULK = 4000, PINGS = 300, USERS = 16, UNKNOWN = 4, GENS = 2 };
 #define REQS (BULK + PINGS)
-
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "stress_auth: %s:%d: ", __FILE__, __LINE__);                           \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fprintf(stderr, "\n");                                                                 \
-            exit(1);                                                                               \
-        }                                                                                          \
-    } while (0)
 
 struct lane {
     unsigned index;

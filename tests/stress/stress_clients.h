@@ -19,19 +19,10 @@
 #include <unistd.h>
 
 #include "core/envelope.h"
+#include "stress.h"
 
 static uint16_t port;
 static char qids[CLIENTS * MSGS][QID_LEN + 1];
-
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "%s: %s:%d: ", STRESS_NAME, __FILE__, __LINE__);                       \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fprintf(stderr, "\n");                                                                 \
-            exit(1);                                                                               \
-        }                                                                                          \
-    } while (0)
 
 static unsigned
 free_port(void)

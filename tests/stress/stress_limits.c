@@ -27,30 +27,15 @@
 
 #include "core/limits.h"
 
-#if defined(__SANITIZE_THREAD__)
-#define UNDER_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define UNDER_TSAN 1
-#endif
-#endif
+#define STRESS_NAME "stress_limits"
+#include "stress.h"
 
-#ifdef UNDER_TSAN
+#if UNDER_TSAN
 enum { OPS = 50000 }; /* per thread; TSan is 5-15x slower */
 #else
 enum { OPS = 200000 };
 #endif
 enum { THREADS = 4, HOLD = 8, MAX_KEYS = 4096 };
-
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "stress_limits: %s:%d: ", __FILE__, __LINE__);                         \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fprintf(stderr, "\n");                                                                 \
-            exit(1);                                                                               \
-        }                                                                                          \
-    } while (0)
 
 struct round {
     const char *name;

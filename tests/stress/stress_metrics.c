@@ -24,30 +24,15 @@
 #include "core/desttab.h"
 #include "core/histogram.h"
 
-#if defined(__SANITIZE_THREAD__)
-#define UNDER_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define UNDER_TSAN 1
-#endif
-#endif
+#define STRESS_NAME "stress_metrics"
+#include "stress.h"
 
-#ifdef UNDER_TSAN
+#if UNDER_TSAN
 enum { ROUNDS = 200 };
 #else
 enum { ROUNDS = 2000 };
 #endif
 enum { READERS = 2, DESTS = DESTTAB_MAX + 16, BUMPS = 8 };
-
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "stress_metrics: %s:%d: ", __FILE__, __LINE__);                        \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fprintf(stderr, "\n");                                                                 \
-            exit(1);                                                                               \
-        }                                                                                          \
-    } while (0)
 
 static struct desttab tabs[ROUNDS];
 static struct hist hist;
