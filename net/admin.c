@@ -278,6 +278,7 @@ admin_reload(struct admin *a, const struct ringmail_config *cfg)
 
     if (a == NULL)
         return 0;
+    a->cfg = cfg; /* /queue serves under the configuration in service (its delivery mode) */
     if (cfg->admin_token_file[0] == '\0') {
         if (a->token_len > 0)
             log_msg(LOG_WARN, "event=reload what=admin_token result=kept note=\"admin_token_file "

@@ -66,10 +66,11 @@ int admin_open(const struct ringmail_config *cfg, const struct admin_sources *sr
  * read or holds no valid token keeps the token in service (logged
  * event=reload what=admin_token result=refused, and -1); a good one
  * replaces it (result=ok, 0). An empty admin_token_file in cfg keeps the
- * current token: turning the token on or off needs a restart. The file's
- * path is cfg's (the configuration in service; pass the one admin_open()
- * got). NULL a is fine (0). Not wired to SIGHUP by this module: net/main.c's
- * signal handling calls it.
+ * current token: turning the token on or off needs a restart. cfg is the
+ * configuration now in service: the endpoint serves under it from now on
+ * (the /queue requests read it), so it must stay valid until the next
+ * admin_reload() or admin_close(). NULL a is fine (0). net/main.c's SIGHUP
+ * handling calls it.
  */
 int admin_reload(struct admin *a, const struct ringmail_config *cfg);
 

@@ -159,6 +159,11 @@ ask(struct ctx *c, const struct worker_req *rq, struct answer *a, struct worker_
     memset(sum, 0, sizeof(*sum));
     if (admin_draining())
         return error_json(a, 503, "ringmail is stopping");
+    /* all or none: a request sent to some workers only would be half done */
+    for (unsigned i = 0; i < c->nw; i++) {
+        if (!worker_control_idle(&c->w[i]))
+            return error_json(a, 503, "worker %u has not answered an earlier request yet", i);
+    }
     for (unsigned i = 0; i < c->nw; i++) {
         if (worker_control_send(&c->w[i], rq) < 0) {
             late++;
@@ -711,14 +716,14 @@ act_one(struct ctx *c, enum action act, uint64_t id, struct tally *t, struct ans
         }
         break;
     case ACT_RELEASE:
+        rq.op = WORKER_CTL_RELEASE;
+        if (ask(c, &rq, a, &s) != 0)
+            return a->status; /* the marker stays: still held after a restart */
         rc = marker_remove(c->cfg, id);
         if (rc < 0)
             return error_json(a, 500, "%s: the hold marker cannot be removed: %s", qid,
                               strerror(-rc));
         marker = rc == 1;
-        rq.op = WORKER_CTL_RELEASE;
-        if (ask(c, &rq, a, &s) != 0)
-            return a->status;
         if (s.active + s.waiting + s.held == 0)
             return quiet ? 200 : error_json(a, 404, "%s is not in the queue", qid);
         if (s.held == 0 && !marker)

@@ -330,22 +330,20 @@ log_queued(struct reactor *r, const struct conn *c, const struct envelope *env)
     char from[LOG_PEER_MAX * 4 + 1];
     struct slice s = env_get(env, env->sender);
 
+    char extra[SMTP_AUTH_USER_MAX * 4 + SMTP_TLS_DESC_MAX + 32] = "";
+
     log_escape(from, sizeof(from), s.p, s.len);
     if (c->sess.flags & (SMTP_F_TLS | SMTP_F_AUTHED)) {
         char user[SMTP_AUTH_USER_MAX * 4 + 1];
 
         log_escape(user, sizeof(user), c->sess.auth_user, strlen(c->sess.auth_user));
-        log_msg(LOG_INFO,
-                "event=received qid=%s reactor=%u sid=%016" PRIx64
-                " client=%s from=<%s> size=%" PRIu64 " nrcpt=%u tls=\"%s\" user=%s",
-                env->qid, r->index, c->sid, c->sess.client, from, env->body_len, env->nrcpt,
-                c->sess.tls_desc[0] ? c->sess.tls_desc : "none", user[0] ? user : "-");
-        return;
+        snprintf(extra, sizeof(extra), " tls=\"%s\" user=%s",
+                 c->sess.tls_desc[0] ? c->sess.tls_desc : "none", user[0] ? user : "-");
     }
     log_msg(LOG_INFO,
             "event=received qid=%s reactor=%u sid=%016" PRIx64 " client=%s from=<%s> size=%" PRIu64
-            " nrcpt=%u",
-            env->qid, r->index, c->sid, c->sess.client, from, env->body_len, env->nrcpt);
+            " nrcpt=%u%s",
+            env->qid, r->index, c->sid, c->sess.client, from, env->body_len, env->nrcpt, extra);
 }
 
 /* The message's fate is known: tell the session (if its client is still there), free it. */

@@ -2192,7 +2192,10 @@ control(struct worker *w)
         ctl_flush(w, rq);
         break;
     case WORKER_CTL_DELETE:
-        held_remove(w, rq->id);
+        /* a held message in an attempt here stays held: the delete is refused (409), and the
+           attempt's end parks it again if undelivered */
+        if (w->ctl_ans.active == 0)
+            held_remove(w, rq->id);
         w->ctl_ans.affected = ctl_take_all(w, rq->id, true, ctl_delete_one);
         break;
     case WORKER_CTL_HOLD:
@@ -2224,6 +2227,14 @@ worker_control_send(struct worker *w, const struct worker_req *rq)
     atomic_store_explicit(&w->ctl_req, req + 1, memory_order_release);
     worker_notify(w);
     return 0;
+}
+
+bool
+worker_control_idle(const struct worker *w)
+{
+    /* acquire: as in worker_control_send() */
+    return atomic_load_explicit(&w->ctl_ack, memory_order_acquire) ==
+           atomic_load_explicit(&w->ctl_req, memory_order_relaxed);
 }
 
 int

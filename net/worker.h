@@ -161,6 +161,8 @@ struct worker {
     char stats_pad[64];
 };
 
+/* Main thread: has w answered every request sent to it (may one be sent now)? */
+bool worker_control_idle(const struct worker *w);
 /* Main thread: post req to w; -EBUSY while w has not answered the previous one. */
 int worker_control_send(struct worker *w, const struct worker_req *req);
 /* Main thread: wait until monotonic deadline_ms for the answer to the last request sent; 0
