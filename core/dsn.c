@@ -31,18 +31,6 @@
 
 /* ================================================================ params */
 
-static int
-hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    return -1;
-}
-
 static bool
 is_xchar(char c)
 {
@@ -67,8 +55,8 @@ xtext_next(struct slice in, size_t *i)
     }
     if (in.len - *i < 3)
         return -1;
-    hi = hexval(in.p[*i + 1]);
-    lo = hexval(in.p[*i + 2]);
+    hi = hex_digit(in.p[*i + 1]);
+    lo = hex_digit(in.p[*i + 2]);
     if (hi < 0 || lo < 0)
         return -1;
     *i += 3;

@@ -50,6 +50,7 @@
 
 #include "core/compiler.h"
 #include "core/hash.h"
+#include "core/slice.h"
 
 enum {
     LIMITS_SHARDS = 64,          /* most shards; a power of two */
@@ -101,18 +102,6 @@ struct limits {
 
 /* ---- address text ---- */
 
-static int
-hexval(char ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
-
 /* A dotted quad filling p[0..n) exactly; no leading zeros (glibc inet_pton4). */
 static bool
 parse_v4(const char *p, size_t n, uint8_t out[4])
@@ -160,7 +149,7 @@ parse_v6(const char *p, size_t n, uint8_t out[16])
     curtok = p;
     while (p < end) {
         char ch = *p++;
-        int d = hexval(ch);
+        int d = hex_digit(ch);
 
         if (d >= 0) {
             if (xdigits == 4)

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "core/compiler.h"
+#include "core/slice.h"
 
 enum sm_rc {
     SM_OK = 0,
@@ -29,18 +30,6 @@ static bool
 is_digit(char c)
 {
     return c >= '0' && c <= '9';
-}
-
-static int
-hex_value(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
 }
 
 /* A decimal number without leading zeros, at most max: a v1 port or an IPv4 octet. */
@@ -162,7 +151,7 @@ v6_feed(struct v6_sm *s, char c)
         s->v4 = (struct v4_sm){ .nparts = 1, .out = { (uint8_t)s->dv.val } };
         return SM_OK;
     }
-    h = hex_value(c);
+    h = hex_digit(c);
     if (h < 0)
         return SM_BAD;
     if (s->ndig == 0) { /* a new group */

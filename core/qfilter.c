@@ -63,17 +63,6 @@ qfilter_duration(struct slice s, uint64_t *ms)
     return true;
 }
 
-static int
-hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    c = ascii_lower(c);
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    return -1;
-}
-
 /* Percent-decode v into out (lower-cased when fold); its length, or -1 (bad escape, too long,
    or a NUL). */
 static long
@@ -85,8 +74,8 @@ decode(struct slice v, char *out, size_t cap, bool fold)
         char c = v.p[i];
 
         if (c == '%') {
-            int hi = i + 2 < v.len ? hexval(v.p[i + 1]) : -1;
-            int lo = i + 2 < v.len ? hexval(v.p[i + 2]) : -1;
+            int hi = i + 2 < v.len ? hex_digit(v.p[i + 1]) : -1;
+            int lo = i + 2 < v.len ? hex_digit(v.p[i + 2]) : -1;
 
             if (hi < 0 || lo < 0)
                 return -1;
@@ -103,12 +92,6 @@ decode(struct slice v, char *out, size_t cap, bool fold)
     return (long)o;
 }
 
-static bool
-is(struct slice s, const char *lit)
-{
-    return s.len == strlen(lit) && memcmp(s.p, lit, s.len) == 0;
-}
-
 static int
 parse_states(struct slice v, unsigned *out)
 {
@@ -122,13 +105,13 @@ parse_states(struct slice v, unsigned *out)
         while (j < v.len && v.p[j] != ',')
             j++;
         one = slice_make(v.p + i, j - i);
-        if (is(one, "active"))
+        if (slice_eq(one, "active"))
             set |= QSTATE_ACTIVE;
-        else if (is(one, "deferred"))
+        else if (slice_eq(one, "deferred"))
             set |= QSTATE_DEFERRED;
-        else if (is(one, "held"))
+        else if (slice_eq(one, "held"))
             set |= QSTATE_HELD;
-        else if (is(one, "waiting"))
+        else if (slice_eq(one, "waiting"))
             set |= QSTATE_WAITING;
         else
             return -1;
@@ -166,7 +149,7 @@ qfilter_parse(struct qfilter *f, struct slice q, char *err, size_t errlen)
             return -1;
         }
         val = slice_make(buf, (size_t)n);
-        if (is(key, "domain")) {
+        if (slice_eq(key, "domain")) {
             n = decode(raw, f->domain, sizeof(f->domain), true);
             f->domain_len = (size_t)n;
             if (f->domain_len > 0 && f->domain[0] == '.') { /* domain=.example.com: the same */
@@ -177,8 +160,8 @@ qfilter_parse(struct qfilter *f, struct slice q, char *err, size_t errlen)
                 snprintf(err, errlen, "domain: empty");
                 return -1;
             }
-        } else if (is(key, "sender")) {
-            if (is(val, "<>")) {
+        } else if (slice_eq(key, "sender")) {
+            if (slice_eq(val, "<>")) {
                 f->sender_null = true;
                 f->sender_len = 0;
             } else if (val.len == 0) {
@@ -189,7 +172,7 @@ qfilter_parse(struct qfilter *f, struct slice q, char *err, size_t errlen)
                 f->sender_len = (size_t)n;
                 f->sender_null = false;
             }
-        } else if (is(key, "min_age") || is(key, "max_age")) {
+        } else if (slice_eq(key, "min_age") || slice_eq(key, "max_age")) {
             uint64_t ms;
 
             if (!qfilter_duration(val, &ms)) {
@@ -201,7 +184,7 @@ qfilter_parse(struct qfilter *f, struct slice q, char *err, size_t errlen)
                 f->min_age_ms = ms;
             else
                 f->max_age_ms = ms;
-        } else if (is(key, "state")) {
+        } else if (slice_eq(key, "state")) {
             if (parse_states(val, &f->states) < 0) {
                 snprintf(err, errlen,
                          "state: '%.*s' is not active, deferred, held or waiting (or a "
@@ -209,7 +192,7 @@ qfilter_parse(struct qfilter *f, struct slice q, char *err, size_t errlen)
                          (int)MIN(val.len, 64), val.p);
                 return -1;
             }
-        } else if (is(key, "limit")) {
+        } else if (slice_eq(key, "limit")) {
             uint64_t v = 0;
             size_t k;
 
@@ -221,8 +204,8 @@ qfilter_parse(struct qfilter *f, struct slice q, char *err, size_t errlen)
                 return -1;
             }
             f->limit = (unsigned)v;
-        } else if (is(key, "body")) {
-            if (!is(val, "0") && !is(val, "1")) {
+        } else if (slice_eq(key, "body")) {
+            if (!slice_eq(val, "0") && !slice_eq(val, "1")) {
                 snprintf(err, errlen, "body: expected 0 or 1");
                 return -1;
             }

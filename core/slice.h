@@ -30,6 +30,24 @@ ascii_lower(char c)
     return (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c;
 }
 
+/* The value of a hexadecimal digit (either case), or -1. */
+static inline int
+hex_digit(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c = ascii_lower(c);
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    return -1;
+}
+
+static inline bool
+slice_eq(struct slice a, const char *lit)
+{
+    return a.len == strlen(lit) && memcmp(a.p, lit, a.len) == 0;
+}
+
 static inline bool
 slice_eq_nocase(struct slice a, const char *lit)
 {

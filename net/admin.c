@@ -814,12 +814,6 @@ respond_text(struct admin *a, struct aconn *c, int status, const char *extra, co
     respond(a, c, status, extra, "text/plain; charset=utf-8", text, strlen(text));
 }
 
-static bool
-slice_is(struct slice s, const char *lit)
-{
-    return s.len == strlen(lit) && memcmp(s.p, lit, s.len) == 0;
-}
-
 static void
 serve(struct admin *a, struct aconn *c, const struct http_request *req)
 {
@@ -854,20 +848,20 @@ serve(struct admin *a, struct aconn *c, const struct http_request *req)
         free(body);
         return;
     }
-    if (!slice_is(req->method, "GET")) {
+    if (!slice_eq(req->method, "GET")) {
         respond_text(a, c, 405, "Allow: GET\r\n", "only GET is served\n");
         return;
     }
-    if (slice_is(path, "/healthz")) {
+    if (slice_eq(path, "/healthz")) {
         respond_text(a, c, 200, NULL, "ok\n");
-    } else if (slice_is(path, "/readyz")) {
+    } else if (slice_eq(path, "/readyz")) {
         if (ready(a, why, sizeof(why) - 1)) {
             respond_text(a, c, 200, NULL, "ready\n");
         } else {
             strncat(why, "\n", 2);
             respond_text(a, c, 503, NULL, why);
         }
-    } else if (slice_is(path, "/metrics")) {
+    } else if (slice_eq(path, "/metrics")) {
         struct obuf o = { 0 };
 
         metrics(a, &o);

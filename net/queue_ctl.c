@@ -829,16 +829,10 @@ act_filtered(struct ctx *c, enum action act, const struct qfilter *f, struct sli
 /* ---- routing ---- */
 
 static bool
-is(struct slice s, const char *lit)
-{
-    return s.len == strlen(lit) && memcmp(s.p, lit, s.len) == 0;
-}
-
-static bool
 action_of(struct slice s, enum action *act)
 {
     for (unsigned i = 0; i < ARRAY_SIZE(act_name); i++) {
-        if (is(s, act_name[i])) {
+        if (slice_eq(s, act_name[i])) {
             *act = (enum action)i;
             return true;
         }
@@ -862,8 +856,8 @@ route(struct ctx *c, struct slice method, struct slice target, struct answer *a)
     if (qfilter_parse(&f, query, err, sizeof(err)) < 0)
         return error_json(a, 400, "%s", err);
     /* path: /queue, /queue/SEG1, /queue/SEG1/SEG2 */
-    if (is(path, "/queue") || is(path, "/queue/")) {
-        if (!is(method, "GET")) {
+    if (slice_eq(path, "/queue") || slice_eq(path, "/queue/")) {
+        if (!slice_eq(method, "GET")) {
             a->allow = "GET";
             return error_json(a, 405, "GET /queue lists the queue");
         }
@@ -877,7 +871,7 @@ route(struct ctx *c, struct slice method, struct slice target, struct answer *a)
         seg1.len = (size_t)(slash - seg1.p);
     }
     if (slash == NULL && action_of(seg1, &act)) { /* /queue/flush?filters */
-        if (!is(method, "POST")) {
+        if (!slice_eq(method, "POST")) {
             a->allow = "POST";
             return error_json(a, 405, "POST /queue/%s", act_name[act]);
         }
@@ -894,11 +888,11 @@ route(struct ctx *c, struct slice method, struct slice target, struct answer *a)
                           "/queue/{flush,hold,release,delete}");
     qid_format(id, qtext);
     if (slash == NULL) {
-        if (is(method, "GET") && (qfilter_narrows(&f) || f.limit != QFILTER_LIMIT_DEFAULT))
+        if (slice_eq(method, "GET") && (qfilter_narrows(&f) || f.limit != QFILTER_LIMIT_DEFAULT))
             return error_json(a, 400, "GET /queue/QID takes body= only");
-        if (is(method, "GET"))
+        if (slice_eq(method, "GET"))
             return do_show(c, id, &f, a);
-        if (is(method, "DELETE"))
+        if (slice_eq(method, "DELETE"))
             act = ACT_DELETE;
         else {
             a->allow = "GET, DELETE";
@@ -906,7 +900,7 @@ route(struct ctx *c, struct slice method, struct slice target, struct answer *a)
         }
     } else if (!action_of(seg2, &act)) {
         return error_json(a, 404, "not found: /queue/QID/{flush,hold,release,delete}");
-    } else if (!is(method, "POST")) {
+    } else if (!slice_eq(method, "POST")) {
         a->allow = "POST";
         return error_json(a, 405, "POST /queue/QID/%s", act_name[act]);
     }
