@@ -155,60 +155,63 @@ is_loopback(const struct sockaddr_storage *ss)
     return false;
 }
 
-/* The token: the file's content without trailing blanks and newlines. 0 or -1 with err. */
-static int
-read_token(char token[ADMIN_TOKEN_MAX], size_t *token_len, const char *path, char *err,
-           size_t errlen)
+int
+admin_token_read(char token[ADMIN_TOKEN_MAX], size_t *token_len, const char *path, char *err,
+                 size_t errlen)
 {
     char buf[ADMIN_TOKEN_MAX + 1];
     size_t len = 0;
     struct stat st;
     ssize_t n = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK), rc = -1;
 
     if (fd == -1) {
         snprintf(err, errlen, "key 'admin_token_file': %s: %s", path, strerror(errno));
         return -1;
     }
-    while (len < sizeof(buf) && (n = read(fd, buf + len, sizeof(buf) - len)) > 0)
-        len += (size_t)n;
-    if (n < 0) {
-        snprintf(err, errlen, "key 'admin_token_file': %s: %s", path, strerror(errno));
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        /* a FIFO or a device would block, or never end */
+        snprintf(err, errlen, "key 'admin_token_file': %s: not a regular file", path);
         close(fd);
         return -1;
     }
-    if (fstat(fd, &st) == 0 && (st.st_mode & 077) != 0)
+    if ((st.st_mode & 077) != 0)
         log_msg(LOG_WARN,
                 "event=config key=admin_token_file file=%s note=\"readable by others than its "
                 "owner; chmod 600\"",
                 path);
+    while (len < sizeof(buf) &&
+           ((n = read(fd, buf + len, sizeof(buf) - len)) > 0 || (n < 0 && errno == EINTR)))
+        len += n > 0 ? (size_t)n : 0;
     close(fd);
     while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r' || buf[len - 1] == ' ' ||
                        buf[len - 1] == '\t'))
         len--;
-    if (len > ADMIN_TOKEN_MAX) {
+    if (n < 0) {
+        snprintf(err, errlen, "key 'admin_token_file': %s: %s", path, strerror(errno));
+    } else if (len > ADMIN_TOKEN_MAX) {
         snprintf(err, errlen, "key 'admin_token_file': %s: longer than %d octets", path,
                  ADMIN_TOKEN_MAX);
-        return -1;
-    }
-    if (len == 0) {
+    } else if (len == 0) {
         snprintf(err, errlen, "key 'admin_token_file': %s: empty; expected the token", path);
-        return -1;
-    }
-    for (size_t i = 0; i < len; i++) {
-        if ((unsigned char)buf[i] <= 0x20 || (unsigned char)buf[i] >= 0x7f) {
-            snprintf(err, errlen,
-                     "key 'admin_token_file': %s: the token holds a blank, a control or a "
-                     "non-ASCII octet; expected one line of printable ASCII",
-                     path);
-            explicit_bzero(buf, sizeof(buf));
-            return -1;
+    } else {
+        rc = 0;
+        for (size_t i = 0; i < len && rc == 0; i++) {
+            if ((unsigned char)buf[i] <= 0x20 || (unsigned char)buf[i] >= 0x7f) {
+                snprintf(err, errlen,
+                         "key 'admin_token_file': %s: the token holds a blank, a control or a "
+                         "non-ASCII octet; expected one line of printable ASCII",
+                         path);
+                rc = -1;
+            }
         }
     }
-    memcpy(token, buf, len);
-    *token_len = len;
-    explicit_bzero(buf, sizeof(buf));
-    return 0;
+    if (rc == 0) {
+        memcpy(token, buf, len);
+        *token_len = len;
+    }
+    explicit_bzero(buf, sizeof(buf)); /* on every path: the secret does not stay on the stack */
+    return rc;
 }
 
 int
@@ -236,7 +239,7 @@ admin_open(const struct ringmail_config *cfg, const struct admin_sources *src, s
         a->c[i].fd = -1;
     snprintf(a->addr, sizeof(a->addr), hp->v6 ? "[%s]:%u" : "%s:%u", hp->host, (unsigned)hp->port);
     if (cfg->admin_token_file[0] != '\0' &&
-        read_token(a->token, &a->token_len, cfg->admin_token_file, err, errlen) < 0)
+        admin_token_read(a->token, &a->token_len, cfg->admin_token_file, err, errlen) < 0)
         goto fail;
     if (hostport_sockaddr(hp, &ss, &sl) < 0) {
         snprintf(err, errlen, "key 'admin_listen': %s: not an IP address (names are not resolved)",
@@ -285,7 +288,7 @@ admin_reload(struct admin *a, const struct ringmail_config *cfg)
                               "is empty in this configuration; the token in service stays\"");
         return 0;
     }
-    if (read_token(token, &len, cfg->admin_token_file, err, sizeof(err)) < 0) {
+    if (admin_token_read(token, &len, cfg->admin_token_file, err, sizeof(err)) < 0) {
         log_msg(LOG_ERR,
                 "event=reload what=admin_token result=refused error=\"%s\" note=\"the token in "
                 "service stays\"",

@@ -74,6 +74,17 @@ int admin_open(const struct ringmail_config *cfg, const struct admin_sources *sr
  */
 int admin_reload(struct admin *a, const struct ringmail_config *cfg);
 
+/*
+ * Read the token in the file path (admin_token_file): its content without
+ * trailing blanks and newlines, one line of printable ASCII, at most
+ * ADMIN_TOKEN_MAX octets, from a regular file (warned about when others may
+ * read it). 0 with token[0..*token_len) (not terminated), or -1 with err
+ * naming the key and the file. The file's octets are wiped from the stack on
+ * every path. Used by the endpoint and by `ringmail queue` (net/queue_cmd.c).
+ */
+int admin_token_read(char token[ADMIN_TOKEN_MAX], size_t *token_len, const char *path, char *err,
+                     size_t errlen);
+
 /* Close the listening socket and every connection, free a. NULL is fine. Main thread. */
 void admin_close(struct admin *a);
 

@@ -8,10 +8,10 @@
 #include "net/queue_cmd.h"
 
 #include <errno.h>
-#include <jansson.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <jansson.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,12 +23,12 @@
 #include "core/compiler.h"
 #include "core/config.h"
 #include "core/log.h"
+#include "net/admin.h"
 #include "net/util.h"
 #include "queue/spool.h"
 
 #define CMD_TIMEOUT_S 5
 #define CMD_RESP_MAX  (80u << 20) /* octets of response read at most */
-#define CMD_TOKEN_MAX 4096
 #define CMD_OV_MAX    256
 
 struct resp {
@@ -46,32 +46,6 @@ load(struct ringmail_config *cfg, const char *file, char **ov, int nov)
         return 0;
     fprintf(stderr, "ringmail: %s\n", err);
     return -1;
-}
-
-/* The token from admin_token_file (trailing blanks removed); 0, or -1 after a message. */
-static int
-read_token(const char *path, char *out, size_t cap)
-{
-    size_t len = 0;
-    ssize_t n = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-
-    if (fd == -1) {
-        fprintf(stderr, "ringmail: queue: admin_token_file %s: %s\n", path, strerror(errno));
-        return -1;
-    }
-    while (len + 1 < cap && (n = read(fd, out + len, cap - 1 - len)) > 0)
-        len += (size_t)n;
-    close(fd);
-    while (len > 0 && (out[len - 1] == '\n' || out[len - 1] == '\r' || out[len - 1] == ' ' ||
-                       out[len - 1] == '\t'))
-        len--;
-    out[len] = '\0';
-    if (n < 0 || len == 0) {
-        fprintf(stderr, "ringmail: queue: admin_token_file %s: no token in it\n", path);
-        return -1;
-    }
-    return 0;
 }
 
 /*
@@ -424,7 +398,8 @@ queue_cmd(int argc, char **argv, const char *file, char **ov_in, int nov_in)
     static char *ov[CMD_OV_MAX];
     struct ringmail_config cfg;
     const char *sub = argc >= 1 ? argv[0] : "", *qid = NULL, *method = "POST";
-    char token[CMD_TOKEN_MAX + 1], path[128], why[512];
+    char token[ADMIN_TOKEN_MAX + 1] = "", path[128], why[512];
+    size_t token_len = 0;
     bool json = false, needs_id, may_id, offline_ok;
     struct resp r;
     int nov = 0, opt, rc;
@@ -496,9 +471,13 @@ queue_cmd(int argc, char **argv, const char *file, char **ov_in, int nov_in)
     } else {
         snprintf(path, sizeof(path), "/queue/%s", sub);
     }
-    if (cfg.admin_token_file[0] != '\0' &&
-        read_token(cfg.admin_token_file, token, sizeof(token)) < 0)
-        return 1;
+    if (cfg.admin_token_file[0] != '\0') {
+        if (admin_token_read(token, &token_len, cfg.admin_token_file, why, sizeof(why)) < 0) {
+            fprintf(stderr, "ringmail: queue: %s\n", why);
+            return 1;
+        }
+        token[token_len] = '\0';
+    }
     rc = request(&cfg, method, path, cfg.admin_token_file[0] != '\0' ? token : NULL, &r, why,
                  sizeof(why));
     explicit_bzero(token, sizeof(token));
