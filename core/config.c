@@ -1361,6 +1361,19 @@ nexthop_parse(const char *s, size_t len, struct config_nexthop *out, char *why, 
     return 0;
 }
 
+const char *
+config_hostport_text(const struct config_hostport *hp, char *buf, size_t n)
+{
+    snprintf(buf, n, hp->v6 ? "[%s]:%u" : "%s:%u", hp->host, (unsigned)hp->port);
+    return buf;
+}
+
+bool
+config_hostport_same(const struct config_hostport *a, const struct config_hostport *b)
+{
+    return a->port == b->port && slice_eq_nocase(slice_make(a->host, strlen(a->host)), b->host);
+}
+
 int
 config_nexthop_format(const struct config_nexthop *h, char *buf, size_t n)
 {
@@ -2360,7 +2373,7 @@ config_read(struct ringmail_config *cfg, const char *file, char *const *ov, int 
 int
 config_finish(struct ringmail_config *cfg, char *err, size_t errlen)
 {
-    char a[32], b[32];
+    char a[32], b[32], t[CONFIG_HOSTPORT_TEXT_MAX];
 
     if (cfg->nlisten == 0) {
         snprintf(err, errlen, "key 'listen': no address; expected at least one host:port");
@@ -2401,21 +2414,19 @@ config_finish(struct ringmail_config *cfg, char *err, size_t errlen)
         for (unsigned j = 0; j < i; j++) {
             const struct config_hostport *lb = &cfg->listen[j];
 
-            if (la->port == lb->port &&
-                slice_eq_nocase(slice_make(la->host, strlen(la->host)), lb->host)) {
+            if (config_hostport_same(la, lb)) {
                 snprintf(err, errlen,
-                         "key '%s': %s%s%s:%u is also in '%s'; expected each address in one "
-                         "listen key",
-                         listen_key_name(la->kind), la->v6 ? "[" : "", la->host, la->v6 ? "]" : "",
-                         (unsigned)la->port, listen_key_name(lb->kind));
+                         "key '%s': %s is also in '%s'; expected each address in one listen key",
+                         listen_key_name(la->kind), config_hostport_text(la, t, sizeof(t)),
+                         listen_key_name(lb->kind));
                 return -1;
             }
         }
         if (config_listen_proxy(cfg, la) && cfg->proxy_trusted_networks.n == 0) {
             snprintf(err, errlen,
-                     "key 'proxy_trusted_networks': empty while %s%s%s:%u takes the PROXY "
-                     "protocol; expected the load balancers' networks",
-                     la->v6 ? "[" : "", la->host, la->v6 ? "]" : "", (unsigned)la->port);
+                     "key 'proxy_trusted_networks': empty while %s takes the PROXY protocol; "
+                     "expected the load balancers' networks",
+                     config_hostport_text(la, t, sizeof(t)));
             return -1;
         }
         if (la->kind == LISTEN_SMTPS && cfg->tls_cert_file[0] == '\0') {
@@ -2438,13 +2449,10 @@ config_finish(struct ringmail_config *cfg, char *err, size_t errlen)
         for (unsigned i = 0; i < cfg->nlisten; i++) {
             const struct config_hostport *la = &cfg->listen[i];
 
-            if (la->port == ad->port &&
-                slice_eq_nocase(slice_make(la->host, strlen(la->host)), ad->host)) {
+            if (config_hostport_same(la, ad)) {
                 snprintf(err, errlen,
-                         "key 'admin_listen': %s%s%s:%u is also in '%s'; expected an address "
-                         "of its own",
-                         ad->v6 ? "[" : "", ad->host, ad->v6 ? "]" : "", (unsigned)ad->port,
-                         listen_key_name(la->kind));
+                         "key 'admin_listen': %s is also in '%s'; expected an address of its own",
+                         config_hostport_text(ad, t, sizeof(t)), listen_key_name(la->kind));
                 return -1;
             }
         }

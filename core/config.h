@@ -277,6 +277,13 @@ int config_read(struct ringmail_config *cfg, const char *file, char *const *ov, 
  */
 int config_nexthop_format(const struct config_nexthop *h, char *buf, size_t n);
 
+/* config_hostport_text()'s longest output, NUL included: "[" host "]:65535" */
+#define CONFIG_HOSTPORT_TEXT_MAX (CONFIG_HOST_MAX + 8)
+/* hp as text for messages and logs: "host:port", "[v6 host]:port". Returns buf. Any thread. */
+const char *config_hostport_text(const struct config_hostport *hp, char *buf, size_t n);
+/* Do a and b name the same address and port (the host without regard to case)? */
+bool config_hostport_same(const struct config_hostport *a, const struct config_hostport *b);
+
 /* Print the effective configuration as YAML (for `ringmail -t -v`). */
 void config_dump(const struct ringmail_config *cfg, void *file /* FILE * */);
 

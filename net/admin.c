@@ -237,7 +237,7 @@ admin_open(const struct ringmail_config *cfg, const struct admin_sources *src, s
     a->src = *src;
     for (unsigned i = 0; i < ADMIN_MAX_CONNS; i++)
         a->c[i].fd = -1;
-    snprintf(a->addr, sizeof(a->addr), hp->v6 ? "[%s]:%u" : "%s:%u", hp->host, (unsigned)hp->port);
+    config_hostport_text(hp, a->addr, sizeof(a->addr));
     if (cfg->admin_token_file[0] != '\0' &&
         admin_token_read(a->token, &a->token_len, cfg->admin_token_file, err, errlen) < 0)
         goto fail;

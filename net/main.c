@@ -375,7 +375,7 @@ open_added_listeners(struct snapshot *s, const struct ringmail_config *cur, unsi
         bool had = false;
 
         for (unsigned k = 0; k < cur->nlisten && !had; k++)
-            had = listen_same(&cfg->listen[j], &cur->listen[k]);
+            had = config_hostport_same(&cfg->listen[j], &cur->listen[k]);
         for (unsigned i = 0; i < n && !had; i++) {
             int fd = listen_socket(&cfg->listen[j], why, sizeof(why));
 
@@ -606,10 +606,12 @@ run(const struct ringmail_config *cfg, const struct reload_src *rsrc)
         }
     }
     spool_index_free(&idx); /* every reactor has requeued its share */
-    for (unsigned i = 0; i < cfg->nlisten; i++)
-        log_msg(LOG_INFO, "event=listening addr=%s%s%s:%u reactors=%u",
-                cfg->listen[i].v6 ? "[" : "", cfg->listen[i].host, cfg->listen[i].v6 ? "]" : "",
-                cfg->listen[i].port, n);
+    for (unsigned i = 0; i < cfg->nlisten; i++) {
+        char t[CONFIG_HOSTPORT_TEXT_MAX];
+
+        log_msg(LOG_INFO, "event=listening addr=%s reactors=%u",
+                config_hostport_text(&cfg->listen[i], t, sizeof(t)), n);
+    }
     log_msg(LOG_INFO, "event=started version=%s myhostname=%s spool_dir=%s durability=%s",
             RINGMAIL_VERSION, cfg->myhostname, cfg->spool_dir,
             cfg->durability == DURABILITY_FSYNC ? "fsync" : "none");

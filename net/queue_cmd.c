@@ -86,8 +86,10 @@ request(const struct ringmail_config *cfg, const char *method, const char *path,
     (void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
     if (connect(fd, (struct sockaddr *)&ss, sl) == -1) {
         rc = -errno;
-        snprintf(why, whylen, "nothing answers on admin_listen %s%s%s:%u: %s", hp.v6 ? "[" : "",
-                 hp.host, hp.v6 ? "]" : "", (unsigned)hp.port, strerror(-rc));
+        char t[CONFIG_HOSTPORT_TEXT_MAX];
+
+        snprintf(why, whylen, "nothing answers on admin_listen %s: %s",
+                 config_hostport_text(&hp, t, sizeof(t)), strerror(-rc));
         close(fd);
         free(spool);
         return rc;

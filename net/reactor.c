@@ -144,15 +144,10 @@ arm_wake(struct reactor *r)
 
 /* ---- set-up ---- */
 
-bool
-listen_same(const struct config_hostport *a, const struct config_hostport *b)
-{
-    return a->port == b->port && a->v6 == b->v6 && strcmp(a->host, b->host) == 0;
-}
-
 int
 listen_socket(const struct config_hostport *hp, char *err, size_t errlen)
 {
+    char t[CONFIG_HOSTPORT_TEXT_MAX];
     struct sockaddr_storage ss;
     socklen_t sl;
     int one = 1, fd, rc;
@@ -177,8 +172,7 @@ listen_socket(const struct config_hostport *hp, char *err, size_t errlen)
     return fd;
 fail:
     rc = -errno;
-    snprintf(err, errlen, "listen %s%s%s:%u: %s", hp->v6 ? "[" : "", hp->host, hp->v6 ? "]" : "",
-             hp->port, strerror(errno));
+    snprintf(err, errlen, "listen %s: %s", config_hostport_text(hp, t, sizeof(t)), strerror(errno));
     if (fd >= 0)
         close(fd);
     return rc;
@@ -464,14 +458,16 @@ reactor_fini(struct reactor *r)
 static void
 log_addr(const char *event, const struct config_hostport *hp)
 {
-    log_msg(LOG_INFO, "event=%s addr=%s%s%s:%u", event, hp->v6 ? "[" : "", hp->host,
-            hp->v6 ? "]" : "", hp->port);
+    char t[CONFIG_HOSTPORT_TEXT_MAX];
+
+    log_msg(LOG_INFO, "event=%s addr=%s", event, config_hostport_text(hp, t, sizeof(t)));
 }
 
 /* A reload: listeners gone from s close, listeners s adds open (main bound them). */
 static void
 adopt_listeners(struct reactor *r, struct snapshot *s)
 {
+    char t[CONFIG_HOSTPORT_TEXT_MAX];
     const struct ringmail_config *cfg = &s->cfg;
 
     for (unsigned li = 0; li < CONFIG_MAX_LISTEN; li++) {
@@ -480,7 +476,7 @@ adopt_listeners(struct reactor *r, struct snapshot *s)
         if (r->lis[li].fd < 0)
             continue;
         for (unsigned j = 0; j < cfg->nlisten && !kept; j++) {
-            if (listen_same(&r->lis[li].hp, &cfg->listen[j])) {
+            if (config_hostport_same(&r->lis[li].hp, &cfg->listen[j])) {
                 r->lis[li].hp = cfg->listen[j]; /* its kind or proxy may have changed */
                 kept = true;
             }
@@ -498,7 +494,7 @@ adopt_listeners(struct reactor *r, struct snapshot *s)
             s->lfd != NULL && r->index < s->nreactors ? &s->lfd[j * s->nreactors + r->index] : NULL;
 
         for (li = 0; li < CONFIG_MAX_LISTEN; li++) {
-            if (r->lis[li].fd >= 0 && listen_same(&r->lis[li].hp, hp))
+            if (r->lis[li].fd >= 0 && config_hostport_same(&r->lis[li].hp, hp))
                 break;
             if (r->lis[li].fd < 0 && free_li == CONFIG_MAX_LISTEN)
                 free_li = li;
@@ -507,9 +503,9 @@ adopt_listeners(struct reactor *r, struct snapshot *s)
             continue; /* open already */
         if (fd == NULL || *fd < 0 || free_li == CONFIG_MAX_LISTEN) {
             log_msg(LOG_ERR,
-                    "event=listen_error reactor=%u addr=%s%s%s:%u note=\"no socket for this "
-                    "listener on this reactor: restart to open it\"",
-                    r->index, hp->v6 ? "[" : "", hp->host, hp->v6 ? "]" : "", hp->port);
+                    "event=listen_error reactor=%u addr=%s note=\"no socket for this listener "
+                    "on this reactor: restart to open it\"",
+                    r->index, config_hostport_text(hp, t, sizeof(t)));
             continue;
         }
         r->lis[free_li].fd = *fd;

@@ -301,8 +301,7 @@ int reactor_listen(struct reactor *r, struct snapshot *snap, char *err, size_t e
 /* One listening socket for hp (SO_REUSEPORT: each reactor has its own). The descriptor,
    or -errno with a message in err naming the address. Main thread. */
 int listen_socket(const struct config_hostport *hp, char *err, size_t errlen);
-/* Do a and b name the same address and port? */
-bool listen_same(const struct config_hostport *a, const struct config_hostport *b);
+
 /* Start the thread (pinned to CPU `cpu` when cpu >= 0) and wait until its ring and
    spool segment are set up. 0 or -errno. */
 int reactor_start(struct reactor *r, int cpu);
